@@ -1,0 +1,1 @@
+"""Carrier adapters: the edge between the dispatcher and SMS providers."""

@@ -1,0 +1,1 @@
+"""Fake external services (real servers on loopback) for tests."""
