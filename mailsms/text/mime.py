@@ -1,0 +1,289 @@
+"""Email to text: MIME walk, transfer and charset decoding, part selection.
+
+* RFC 2045/2046: multipart/alternative prefers text/plain over text/html
+  (an empty plain part falls back to the next best alternative);
+  multipart/mixed contributes its inline text parts in order;
+  multipart/related contributes its root (first or ``start``) part;
+  multipart/signed its first part.  Everything else (attachments, inline
+  images, calendars, nested messages) is listed, never decoded further and
+  never decompressed.
+* Content-Transfer-Encoding quoted-printable and base64 are undone by the
+  stdlib; a declared charset is honoured with replacement of bad bytes; an
+  unknown or missing charset falls back to UTF-8, then windows-1252 (what
+  mislabelled "iso-8859-1" and "us-ascii" mail really is, as in the WHATWG
+  Encoding Standard).  Decoding never raises.
+* RFC 3676 format=flowed text is unwrapped.
+* RFC 2047 encoded subjects and filenames are decoded by email.policy.default;
+  a malformed header falls back to its raw value.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import EmailMessage, Message
+from types import MappingProxyType
+from typing import Final
+
+from mailsms.text.html import html_to_text
+
+_MAX_DEPTH: Final = 20
+_MAX_BODY_CHARS: Final = 100_000
+
+# Labels that decode better as a superset, or that Python spells differently.
+_CHARSET_ALIASES: Final[Mapping[str, str]] = MappingProxyType({
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "iso-8859-8-i": "iso-8859-8",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "x-sjis": "shift_jis",
+    "unicode-1-1-utf-7": "utf-7",
+    "windows-874": "cp874",
+    "x-mac-roman": "mac_roman",
+    "macintosh": "mac_roman",
+})  # fmt: skip
+_SKIP_TYPES: Final = frozenset(
+    {"application/pgp-signature", "application/pkcs7-signature",
+     "application/x-pkcs7-signature", "application/pgp-keys"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    text: str
+    attachments: tuple[str, ...]
+    truncated: bool  # the body exceeded the processing cap
+
+
+def _codec(label: str | None) -> codecs.CodecInfo | None:
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    try:
+        return codecs.lookup(_CHARSET_ALIASES.get(label, label))
+    except LookupError:
+        return None
+
+
+def decode_bytes(payload: bytes, charset: str | None) -> str:
+    """Bytes to text: declared charset, else UTF-8, else windows-1252; never raises."""
+    info = _codec(charset)
+    if info is not None:
+        with contextlib.suppress(Exception):  # some codecs (utf-7) raise despite "replace"
+            return payload.decode(info.name, errors="replace")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("cp1252", errors="replace")
+
+
+def _unflow(text: str, delsp: bool) -> str:
+    """Undo RFC 3676 format=flowed soft line breaks (quoted lines left alone)."""
+    out: list[str] = []
+    buffer = ""
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
+        if line.startswith(" "):
+            line = line[1:]  # space-stuffing (RFC 3676 section 4.4)
+        flowed = line.endswith(" ") and line != "-- " and not line.startswith(">")
+        if flowed:
+            buffer += line[:-1] if delsp else line
+        else:
+            out.append(buffer + line)
+            buffer = ""
+    if buffer:
+        out.append(buffer)
+    return "\n".join(out)
+
+
+def _part_text(part: Message) -> str:
+    try:
+        raw = part.get_payload(decode=True)
+    except Exception:
+        raw = None
+    if not isinstance(raw, bytes):
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        charset = None
+    text = decode_bytes(raw, charset)
+    if part.get_content_subtype() == "plain":
+        params = {k.lower(): str(v).lower() for k, v in part.get_params(failobj=[]) or []}
+        if params.get("format") == "flowed":
+            text = _unflow(text.replace("\r\n", "\n"), params.get("delsp") == "yes")
+    if part.get_content_subtype() == "html":
+        text = html_to_text(text)
+    return text
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        param = part.get_param("filename", header="content-disposition")
+        name = param if isinstance(param, str) else None
+    if name is None and part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            subject = header_text(inner[0], "subject")
+            return f"forwarded message “{subject}”" if subject else "forwarded message"
+    return " ".join(str(name).split()) if name else None
+
+
+def _describe(part: Message) -> str:
+    return f"{_filename(part) or 'unnamed'} ({part.get_content_type()})"
+
+
+def _disposition(part: Message) -> str:
+    try:
+        return (part.get_content_disposition() or "").lower()
+    except Exception:
+        return ""
+
+
+def _is_body_leaf(part: Message) -> bool:
+    # Body text parts carry no filename; a named text part is an attachment.
+    return (
+        part.get_content_type() in ("text/plain", "text/html")
+        and _disposition(part) != "attachment"
+        and not _filename(part)
+    )
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Accumulator for one extraction call (local, never shared)."""
+
+    texts: list[str]
+    attachments: list[str]
+
+    def attach(self, part: Message) -> None:
+        if part.get_content_type() not in _SKIP_TYPES:
+            self.attachments.append(_describe(part))
+
+    def list_all(self, part: Message, depth: int) -> None:
+        """List the leaves of a part that is not used as body."""
+        if (
+            part.is_multipart()
+            and depth < _MAX_DEPTH
+            and part.get_content_type() != ("message/rfc822")
+        ):
+            for child in _children(part):
+                self.list_all(child, depth + 1)
+        elif not _is_body_leaf(part):  # a text alternative we did not pick is no attachment
+            self.attach(part)
+
+
+def _children(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+
+
+def _has_text(part: Message, depth: int) -> bool:
+    if depth > _MAX_DEPTH:
+        return False
+    if part.get_content_maintype() == "multipart":
+        return any(_has_text(child, depth + 1) for child in _children(part))
+    return _is_body_leaf(part) and bool(_part_text(part).strip())
+
+
+def _walk(part: Message, walk: _Walk, depth: int) -> None:
+    ctype = part.get_content_type()
+    if depth > _MAX_DEPTH:
+        walk.attach(part)
+        return
+    if part.get_content_maintype() != "multipart":
+        if _is_body_leaf(part):
+            walk.texts.append(_part_text(part))
+        else:
+            walk.attach(part)
+        return
+    children = _children(part)
+    if not children:
+        return
+    if ctype == "multipart/alternative":
+        # Best first: plain, then html, then anything else that has text.
+        def rank(child: Message) -> int:
+            order = {"text/plain": 0, "text/html": 1}
+            return order.get(child.get_content_type(), 2)
+
+        chosen = next(
+            (c for c in sorted(children, key=rank) if _has_text(c, depth + 1)), children[0]
+        )
+        _walk(chosen, walk, depth + 1)
+        for child in children:
+            if child is not chosen:
+                walk.list_all(child, depth + 1)
+    elif ctype == "multipart/related":
+        start = part.get_param("start")
+        root = children[0]
+        if isinstance(start, str):
+            for child in children:
+                if child.get("content-id", "").strip() == start.strip():
+                    root = child
+        _walk(root, walk, depth + 1)
+        for child in children:
+            if child is not root:
+                walk.list_all(child, depth + 1)
+    elif ctype in ("multipart/signed", "multipart/encrypted"):
+        _walk(children[0], walk, depth + 1)
+        for child in children[1:]:
+            walk.list_all(child, depth + 1)
+    else:  # mixed, digest, report, unknown: all inline text in order
+        for child in children:
+            _walk(child, walk, depth + 1)
+
+
+def header_text(msg: Message, name: str) -> str:
+    """A decoded header as one line ('' when absent); never raises."""
+    with contextlib.suppress(Exception):  # malformed RFC 2047 word or bad charset
+        value = msg.get(name)
+        return " ".join(str(value).split()) if value is not None else ""
+    for key, raw in msg.raw_items():
+        if key.lower() == name.lower():
+            try:
+                decoded = str(make_header(decode_header(str(raw))))
+            except Exception:
+                decoded = str(raw)
+            return " ".join(decoded.split())
+    return ""
+
+
+def extract_body(msg: EmailMessage | Message) -> Body:
+    """The readable text of a message and the list of what was not read."""
+    walk = _Walk([], [])
+    _walk(msg, walk, 0)
+    text = "\n\n".join(t.strip("\n") for t in walk.texts if t.strip())
+    truncated = len(text) > _MAX_BODY_CHARS
+    # Only the top of a huge body can end up in an SMS; cap the work.
+    return Body(text[:_MAX_BODY_CHARS], tuple(walk.attachments), truncated)
+
+
+_FORWARD_SUBJECT: Final = re.compile(
+    r"^\s*(?:fwd?|fw|wg|tr|rv|enc|i|doorst|trs)\s*:", re.IGNORECASE
+)
+_REPLY_PREFIX: Final = re.compile(
+    r"^\s*(?:(?:re|aw|sv|vs|antw|ref|rif|res|r|fwd?|fw|wg|tr|rv|enc|i|doorst)"
+    r"(?:\[\d+\]|\(\d+\))?\s*:\s*)+",
+    re.IGNORECASE,
+)
+
+
+def is_forward_subject(subject: str) -> bool:
+    return bool(_FORWARD_SUBJECT.match(subject))
+
+
+def clean_subject(subject: str) -> str:
+    """Subject without Re:/Fwd:/AW:/WG:... prefixes, on one line."""
+    return _REPLY_PREFIX.sub("", " ".join(subject.split())).strip()
