@@ -1,0 +1,5 @@
+"""python -m mailsms"""
+
+from mailsms.cli import main
+
+main()

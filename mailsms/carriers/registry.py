@@ -1,0 +1,56 @@
+"""The carrier registry: setting value -> adapter factory.
+
+An explicit, immutable table instead of if-chains or plug-in discovery: the
+list of carriers is readable here, and an unknown name is a settings error
+at start-up, not a failure at the first send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import httpx
+
+from mailsms.carriers.base import Carrier
+from mailsms.carriers.console import ConsoleCarrier
+from mailsms.carriers.twilio import TwilioCarrier
+from mailsms.config import Settings, SettingsError
+
+CarrierFactory = Callable[[Settings, httpx.AsyncClient], Carrier]
+
+
+def _console(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+    return ConsoleCarrier(settings.console_outbox)
+
+
+def _twilio(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+    if not settings.twilio_account_sid:
+        raise SettingsError("invalid setting MAILSMS_TWILIO_ACCOUNT_SID: required for twilio")
+    if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
+        raise SettingsError("invalid setting MAILSMS_TWILIO_AUTH_TOKEN: required for twilio")
+    return TwilioCarrier(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        api_url=settings.twilio_api_url,
+        client=client,
+    )
+
+
+CARRIERS: Mapping[str, CarrierFactory] = MappingProxyType(
+    {
+        "console": _console,
+        "twilio": _twilio,
+    }
+)
+
+
+def build_carrier(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+    """The adapter named by ``MAILSMS_CARRIER``, or a SettingsError."""
+    factory = CARRIERS.get(settings.carrier)
+    if factory is None:
+        names = ", ".join(sorted(CARRIERS))
+        raise SettingsError(
+            f"invalid setting MAILSMS_CARRIER = {settings.carrier!r}: choose one of {names}"
+        )
+    return factory(settings, client)

@@ -1,0 +1,224 @@
+"""The dispatcher: the only code that calls a carrier.
+
+It claims due SMS from the store under a lease, hands each to the carrier,
+and records the outcome: the carrier's id on success, a scheduled retry on
+a temporary failure (until the deadline, then ``expired``), ``failed`` on a
+permanent one.  All retry state lives in the database, so a restart, or
+another instance sharing the database, carries on where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mailsms.carriers.base import Carrier, OutboundSms, SendResult
+from mailsms.errors import PermanentFailure, TemporaryFailure
+from mailsms.retry import RetryPolicy, next_attempt
+from mailsms.store.models import OutboundSms as SmsRow
+from mailsms.store.models import SmsStatus
+from mailsms.store.runner import DbRunner
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        runner: DbRunner,
+        carrier: Carrier,
+        *,
+        batch: int,
+        concurrency: int,
+        poll_interval: float,
+        lease: float,
+        send_timeout: float,
+        retry: RetryPolicy,
+        status_callback: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._runner = runner
+        self._carrier = carrier
+        self._batch = batch
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._lease = timedelta(seconds=lease)
+        self._send_timeout = send_timeout
+        self._retry = retry
+        self._status_callback = status_callback
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def notify(self) -> None:
+        """New work was committed: look now instead of at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mailsms-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming; let hand-overs in flight finish so their outcome is
+        recorded (an unrecorded hand-over would be sent again after the
+        lease)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self._send_timeout + 5)
+
+    async def _run(self) -> None:
+        while True:
+            claimed = 0
+            free = self._concurrency - len(self._inflight)
+            if free > 0:
+                self._wakeup.clear()
+                try:
+                    claimed = await self._claim(min(free, self._batch))
+                except Exception:
+                    log.exception("claiming due SMS failed; retrying after the poll interval")
+            if claimed and len(self._inflight) < self._concurrency:
+                continue  # there may be more due right now
+            wake = asyncio.ensure_future(self._wakeup.wait())
+            waiters: set[asyncio.Future[Any]] = {wake, *self._inflight}
+            try:
+                await asyncio.wait(
+                    waiters, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                wake.cancel()
+
+    async def _claim(self, limit: int) -> int:
+        now = self._clock()
+        rows = await self._runner.call(self._runner.store.claim_due, now, limit, now + self._lease)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(rows)
+
+    async def _deliver(self, row: SmsRow) -> None:
+        assert row.id is not None
+        sms = OutboundSms(
+            sms_id=row.uid,
+            to=row.to_number,
+            from_=row.from_number,
+            text=row.text,
+            encoding=row.encoding,
+            segments=row.segments,
+            status_callback=self._status_callback,
+        )
+        try:
+            result = await asyncio.wait_for(self._carrier.send(sms), self._send_timeout)
+        except PermanentFailure as exc:
+            log.warning("SMS %s to %s failed: %s", row.uid, row.to_number, exc)
+            await self._record(
+                self._runner.store.record_final,
+                row.id,
+                status=SmsStatus.FAILED,
+                error=exc.message,
+                code=exc.code,
+                now=self._clock(),
+            )
+        except (TemporaryFailure, TimeoutError) as exc:
+            await self._retry_later(row, exc)
+        except Exception as exc:
+            # An adapter bug must not lose the message: treat it as temporary.
+            log.exception("carrier %s raised unexpectedly for SMS %s", self._carrier.name, row.uid)
+            await self._retry_later(row, exc)
+        else:
+            await self._sent(row, result)
+
+    async def _sent(self, row: SmsRow, result: SendResult) -> None:
+        assert row.id is not None
+        log.info(
+            "SMS %s to %s handed to %s as %s",
+            row.uid,
+            row.to_number,
+            self._carrier.name,
+            result.carrier_id,
+        )
+        await self._record(
+            self._runner.store.record_sent,
+            row.id,
+            carrier=self._carrier.name,
+            carrier_id=result.carrier_id,
+            status=result.status,
+            now=self._clock(),
+        )
+
+    async def _retry_later(self, row: SmsRow, exc: BaseException) -> None:
+        assert row.id is not None
+        if isinstance(exc, TemporaryFailure):
+            error, code, retry_after = exc.message, exc.code, exc.retry_after
+        elif isinstance(exc, TimeoutError):
+            error, code, retry_after = (
+                f"carrier did not answer within {self._send_timeout:g}s",
+                None,
+                None,
+            )
+        else:
+            error, code, retry_after = f"internal error ({type(exc).__name__})", None, None
+        now = self._clock()
+        when = next_attempt(
+            self._retry,
+            attempts=row.attempts,
+            now=now,
+            deadline=row.deadline_at,
+            random_unit=self._rng.random(),
+            retry_after=retry_after,
+        )
+        if when is None:
+            log.warning(
+                "SMS %s to %s expired after %d attempts: %s",
+                row.uid,
+                row.to_number,
+                row.attempts,
+                error,
+            )
+            await self._record(
+                self._runner.store.record_final,
+                row.id,
+                status=SmsStatus.EXPIRED,
+                error=f"gave up after {row.attempts} attempts: {error}",
+                code=code,
+                now=now,
+            )
+            return
+        log.info(
+            "SMS %s to %s: temporary failure (%s), retry at %s",
+            row.uid,
+            row.to_number,
+            error,
+            when.isoformat(timespec="seconds"),
+        )
+        await self._record(
+            self._runner.store.record_retry,
+            row.id,
+            error=error,
+            code=code,
+            next_attempt_at=when,
+            now=now,
+        )
+
+    async def _record(self, fn: Callable[..., None], *args: object, **kwargs: object) -> None:
+        try:
+            await self._runner.call(fn, *args, **kwargs)
+        except Exception:
+            # The row keeps its lease; when it runs out the SMS is claimed
+            # again, and the carrier's idempotency key prevents a double send.
+            log.exception("recording the outcome of an SMS failed")

@@ -1,0 +1,1 @@
+"""The SMTP edge: an aiosmtpd listener that accepts mail for SMS."""

@@ -1,0 +1,802 @@
+"""Queries: the only code that talks SQL.  Returns plain models.
+
+Every method is synchronous and short; the async edges run them in worker
+threads (:mod:`mailsms.store.runner`).  Every method takes the current time
+from its caller, so tests and the dispatcher agree on one clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from mailsms.routing import PairUse, allocate_number
+from mailsms.store.models import (
+    Conversation,
+    EmailDisposition,
+    InboundEmail,
+    InboundSms,
+    InboundStatus,
+    MailStatus,
+    OutboundMail,
+    OutboundSms,
+    Sender,
+    SmsEvent,
+    SmsStatus,
+    Suppression,
+    VirtualNumber,
+)
+
+
+class StoreError(Exception):
+    """A request the store refuses (duplicate, unknown entry); the message
+    is shown to the admin as is."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSms:
+    to_number: str
+    text: str
+    encoding: str
+    segments: int
+    from_number: str | None = None
+    """None: allocate in the enqueue transaction (see mailsms.routing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMail:
+    """An email to queue for delivery."""
+
+    kind: str
+    message_id: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an inbound SMS goes, and the email it answers (if any)."""
+
+    to: str
+    via: str
+    """``conversation``, ``owner`` or ``catch-all``."""
+    subject: str | None = None
+    message_id: str | None = None
+    thread_references: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class AcceptedEmail:
+    """One email as the SMTP handler accepted it, ready to be committed."""
+
+    message_id: str
+    mail_from: str
+    from_address: str
+    subject: str | None
+    received_at: datetime
+    deadline_at: datetime
+    peer: str | None = None
+    size: int = 0
+    disposition: str = EmailDisposition.QUEUED
+    reason: str | None = None
+    attachments: str | None = None
+    thread_references: str | None = None
+    headers: str | None = None
+    own_number: str | None = None
+    """The number assigned to the sender's registered entry."""
+    pool: tuple[str, ...] = ()
+    default_from: str | None = None
+    sms: list[NewSms] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOutcome:
+    email_id: int
+    sms_uids: tuple[str, ...]
+    duplicate: bool
+    """True when this Message-ID from this author was already accepted:
+    nothing new was stored and nothing will be sent twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRow:
+    number: str
+    sender: str | None
+
+
+class Store:
+    """Repository over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- health -----------------------------------------------------------
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # --- senders ----------------------------------------------------------
+    def add_sender(self, address: str, now: datetime) -> Sender:
+        with Session(self.engine) as session:
+            sender = Sender(address=address, created_at=now)
+            session.add(sender)
+            try:
+                session.commit()
+            except IntegrityError:
+                raise StoreError(f"{address} is already registered") from None
+            session.refresh(sender)
+            return sender
+
+    def list_senders(self) -> list[Sender]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Sender).order_by(col(Sender.address))))
+
+    def remove_sender(self, address: str) -> None:
+        with Session(self.engine) as session:
+            sender = session.scalars(select(Sender).where(col(Sender.address) == address)).first()
+            if sender is None:
+                raise StoreError(f"{address} is not registered")
+            session.execute(
+                update(VirtualNumber)
+                .where(col(VirtualNumber.sender_id) == sender.id)
+                .values(sender_id=None)
+            )
+            session.delete(sender)
+            session.commit()
+
+    def sender_entries(self) -> frozenset[str]:
+        with Session(self.engine) as session:
+            return frozenset(session.scalars(select(col(Sender.address))))
+
+    # --- numbers ----------------------------------------------------------
+    def add_number(self, number: str, sender: str | None, now: datetime) -> NumberRow:
+        with Session(self.engine) as session:
+            sender_id = None
+            if sender is not None:
+                owner = session.scalars(select(Sender).where(col(Sender.address) == sender)).first()
+                if owner is None:
+                    raise StoreError(f"{sender} is not a registered sender")
+                sender_id = owner.id
+            session.add(VirtualNumber(number=number, sender_id=sender_id, created_at=now))
+            try:
+                session.commit()
+            except IntegrityError:
+                raise StoreError(f"{number} is already registered") from None
+            return NumberRow(number, sender)
+
+    def list_numbers(self) -> list[NumberRow]:
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(col(VirtualNumber.number), col(Sender.address))
+                .join(Sender, col(VirtualNumber.sender_id) == col(Sender.id), isouter=True)
+                .order_by(col(VirtualNumber.number))
+            )
+            return [NumberRow(number, address) for number, address in rows]
+
+    def remove_number(self, number: str) -> None:
+        with Session(self.engine) as session:
+            row = session.scalars(
+                select(VirtualNumber).where(col(VirtualNumber.number) == number)
+            ).first()
+            if row is None:
+                raise StoreError(f"{number} is not registered")
+            session.delete(row)
+            session.commit()
+
+    # --- accepting mail ---------------------------------------------------
+    def enqueue(self, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
+        """Commit a batch of accepted emails and their SMS in ONE transaction
+        (group commit); fall back to one transaction each when a duplicate
+        Message-ID makes the batch conflict, so one retry never costs the
+        others their commit."""
+        try:
+            with Session(self.engine) as session:
+                outcomes = [self._insert(session, item) for item in batch]
+                session.commit()
+                return outcomes
+        except IntegrityError:
+            pass
+        results: list[EnqueueOutcome] = []
+        for item in batch:
+            try:
+                with Session(self.engine) as session:
+                    outcome = self._insert(session, item)
+                    session.commit()
+            except IntegrityError:
+                outcome = self._existing(item)
+            results.append(outcome)
+        return results
+
+    def _allocate(
+        self, session: Session, item: AcceptedEmail, phone: str, email_id: int
+    ) -> str | None:
+        """Pick the from-number for (sender, phone) and record the
+        conversation, inside the enqueue transaction so two senders cannot
+        claim one pair at once."""
+        existing = list(
+            session.scalars(select(Conversation).where(col(Conversation.phone) == phone))
+        )
+        number = allocate_number(
+            sender=item.from_address,
+            phone=phone,
+            own=item.own_number,
+            pool=item.pool,
+            default_from=item.default_from,
+            conversations=[PairUse(c.number, c.sender, c.updated_at) for c in existing],
+        )
+        if number is None:
+            return None
+        pair = next((c for c in existing if c.number == number), None)
+        if pair is None:
+            pair = Conversation(
+                number=number, phone=phone, sender=item.from_address, updated_at=item.received_at
+            )
+        pair.sender = item.from_address
+        pair.email_id = email_id
+        pair.updated_at = item.received_at
+        session.add(pair)
+        return number
+
+    def _existing(self, item: AcceptedEmail) -> EnqueueOutcome:
+        with Session(self.engine) as session:
+            email = session.scalars(
+                select(InboundEmail).where(
+                    col(InboundEmail.from_address) == item.from_address,
+                    col(InboundEmail.message_id) == item.message_id,
+                )
+            ).one()
+            assert email.id is not None
+            uids = session.scalars(
+                select(col(OutboundSms.uid)).where(col(OutboundSms.email_id) == email.id)
+            )
+            return EnqueueOutcome(email.id, tuple(uids), duplicate=True)
+
+    def _insert(self, session: Session, item: AcceptedEmail) -> EnqueueOutcome:
+        email = InboundEmail(
+            message_id=item.message_id,
+            mail_from=item.mail_from,
+            from_address=item.from_address,
+            subject=item.subject,
+            received_at=item.received_at,
+            peer=item.peer,
+            size=item.size,
+            recipients=len(item.sms),
+            disposition=item.disposition,
+            reason=item.reason,
+            attachments=item.attachments,
+            thread_references=item.thread_references,
+            headers=item.headers,
+        )
+        session.add(email)
+        session.flush()
+        assert email.id is not None
+        numbers = {
+            sms.to_number: sms.from_number or self._allocate(session, item, sms.to_number, email.id)
+            for sms in item.sms
+        }
+        rows = [
+            OutboundSms(
+                uid=uuid.uuid4().hex,
+                email_id=email.id,
+                sender=item.from_address,
+                to_number=sms.to_number,
+                from_number=numbers[sms.to_number],
+                text=sms.text,
+                encoding=sms.encoding,
+                segments=sms.segments,
+                status=SmsStatus.QUEUED,
+                next_attempt_at=item.received_at,
+                deadline_at=item.deadline_at,
+                created_at=item.received_at,
+                updated_at=item.received_at,
+            )
+            for sms in item.sms
+        ]
+        session.add_all(rows)
+        session.flush()
+        session.add_all(
+            SmsEvent(sms_id=_id(row.id), status=SmsStatus.QUEUED, at=item.received_at)
+            for row in rows
+        )
+        return EnqueueOutcome(email.id, tuple(row.uid for row in rows), duplicate=False)
+
+    def find_duplicate(self, from_address: str, message_id: str) -> bool:
+        with Session(self.engine) as session:
+            found = session.scalars(
+                select(col(InboundEmail.id)).where(
+                    col(InboundEmail.from_address) == from_address,
+                    col(InboundEmail.message_id) == message_id,
+                )
+            ).first()
+            return found is not None
+
+    # --- dispatching ------------------------------------------------------
+    def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundSms]:
+        """Take up to ``limit`` due SMS for sending, under a lease.
+
+        A row is due when it is queued and its next attempt has come, or
+        when it is ``sending`` but its lease ran out (its dispatcher died).
+        The claim is one UPDATE guarded by the row's old state, so two
+        dispatchers never take the same row.
+        """
+        with Session(self.engine) as session:
+            due = select(col(OutboundSms.id)).where(
+                or_(
+                    col(OutboundSms.status) == SmsStatus.QUEUED,
+                    col(OutboundSms.status) == SmsStatus.SENDING,
+                ),
+                col(OutboundSms.next_attempt_at) <= now,
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            ids = [
+                _id(i)
+                for i in session.scalars(
+                    due.order_by(col(OutboundSms.next_attempt_at)).limit(limit)
+                )
+            ]
+            if not ids:
+                return []
+            session.execute(
+                update(OutboundSms)
+                .where(col(OutboundSms.id).in_(ids))
+                .values(
+                    status=SmsStatus.SENDING,
+                    next_attempt_at=lease_until,
+                    attempts=col(OutboundSms.attempts) + 1,
+                    updated_at=now,
+                )
+            )
+            session.add_all(SmsEvent(sms_id=i, status=SmsStatus.SENDING, at=now) for i in ids)
+            session.commit()
+            claimed = list(
+                session.scalars(
+                    select(OutboundSms)
+                    .where(col(OutboundSms.id).in_(ids))
+                    .order_by(col(OutboundSms.id))
+                )
+            )
+            for row in claimed:
+                session.expunge(row)
+            return claimed
+
+    def record_sent(
+        self, sms_id: int, *, carrier: str, carrier_id: str, status: str, now: datetime
+    ) -> None:
+        self._set_status(
+            sms_id,
+            status,
+            now,
+            detail=f"{carrier} id {carrier_id}",
+            carrier=carrier,
+            carrier_id=carrier_id,
+            error=None,
+            error_code=None,
+        )
+
+    def record_retry(
+        self, sms_id: int, *, error: str, code: str | None, next_attempt_at: datetime, now: datetime
+    ) -> None:
+        self._set_status(
+            sms_id,
+            SmsStatus.QUEUED,
+            now,
+            detail=f"retry at {next_attempt_at:%Y-%m-%d %H:%M:%S}: {error}",
+            next_attempt_at=next_attempt_at,
+            error=error,
+            error_code=code,
+        )
+
+    def record_final(
+        self, sms_id: int, *, status: str, error: str, code: str | None, now: datetime
+    ) -> None:
+        bounce = {"bounce": "pending"} if status in SmsStatus.BOUNCING else {}
+        self._set_status(sms_id, status, now, detail=error, error=error, error_code=code, **bounce)
+
+    def _set_status(
+        self, sms_id: int, status: str, now: datetime, *, detail: str | None, **values: object
+    ) -> None:
+        with Session(self.engine) as session:
+            session.execute(
+                update(OutboundSms)
+                .where(col(OutboundSms.id) == sms_id)
+                .values(status=status, updated_at=now, **values)
+            )
+            session.add(SmsEvent(sms_id=sms_id, status=status, at=now, detail=detail))
+            session.commit()
+
+    # --- reading ----------------------------------------------------------
+    def list_sms(self, status: str | None = None, limit: int = 100) -> list[OutboundSms]:
+        with Session(self.engine) as session:
+            query = select(OutboundSms).order_by(col(OutboundSms.id).desc())
+            if status is not None:
+                query = query.where(col(OutboundSms.status) == status)
+            return list(session.scalars(query.limit(limit)))
+
+    def list_emails(self, limit: int = 100) -> list[InboundEmail]:
+        with Session(self.engine) as session:
+            query = select(InboundEmail).order_by(col(InboundEmail.id).desc())
+            return list(session.scalars(query.limit(limit)))
+
+    def sms_events(self, sms_id: int) -> list[SmsEvent]:
+        with Session(self.engine) as session:
+            query = (
+                select(SmsEvent).where(col(SmsEvent.sms_id) == sms_id).order_by(col(SmsEvent.id))
+            )
+            return list(session.scalars(query))
+
+    def count_by_status(self) -> dict[str, int]:
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(col(OutboundSms.status), func.count()).group_by(col(OutboundSms.status))
+            )
+            return {status: count for status, count in rows}
+
+    # --- opt-out --------------------------------------------------------
+    def suppression_for(self, phone: str) -> Suppression | None:
+        """The phone's opt-out, if it has one on any of our numbers."""
+        with Session(self.engine) as session:
+            return session.scalars(
+                select(Suppression).where(col(Suppression.phone) == phone).limit(1)
+            ).first()
+
+    def list_suppressions(self) -> list[Suppression]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Suppression).order_by(col(Suppression.id))))
+
+    # --- inbound SMS ------------------------------------------------------
+    def save_inbound(
+        self,
+        *,
+        carrier: str,
+        carrier_id: str,
+        from_phone: str,
+        to_number: str,
+        text: str,
+        media_urls: Sequence[str],
+        received_at: datetime,
+    ) -> tuple[int, bool]:
+        """Commit an inbound SMS; (id, duplicate).  A carrier's retry of the
+        same message id is a duplicate: acknowledged, not stored twice."""
+        row = InboundSms(
+            carrier=carrier,
+            carrier_id=carrier_id,
+            from_phone=from_phone,
+            to_number=to_number,
+            text=text,
+            media_urls="\n".join(media_urls) or None,
+            received_at=received_at,
+            status=InboundStatus.PENDING,
+        )
+        try:
+            with Session(self.engine) as session:
+                session.add(row)
+                session.commit()
+                return _id(row.id), False
+        except IntegrityError:
+            pass
+        with Session(self.engine) as session:
+            existing = session.scalars(
+                select(col(InboundSms.id)).where(
+                    col(InboundSms.carrier) == carrier, col(InboundSms.carrier_id) == carrier_id
+                )
+            ).one()
+            return _id(existing), True
+
+    def pending_inbound(self, limit: int) -> list[InboundSms]:
+        with Session(self.engine) as session:
+            return list(
+                session.scalars(
+                    select(InboundSms)
+                    .where(col(InboundSms.status) == InboundStatus.PENDING)
+                    .order_by(col(InboundSms.id))
+                    .limit(limit)
+                )
+            )
+
+    def list_inbound(self, limit: int = 100) -> list[InboundSms]:
+        with Session(self.engine) as session:
+            query = select(InboundSms).order_by(col(InboundSms.id).desc()).limit(limit)
+            return list(session.scalars(query))
+
+    def route_for(self, phone: str, number: str, catch_all: str | None) -> Route | None:
+        """Who gets an SMS from ``phone`` to our ``number``: the sender of the
+        conversation on that pair, else the number's owner (an exact address,
+        not a whole domain), else the catch-all address, else nobody."""
+        with Session(self.engine) as session:
+            found = session.execute(
+                select(Conversation, InboundEmail)
+                .join(
+                    InboundEmail, col(Conversation.email_id) == col(InboundEmail.id), isouter=True
+                )
+                .where(col(Conversation.number) == number, col(Conversation.phone) == phone)
+            ).first()
+            if found is not None:
+                pair, email = found
+                if email is None:
+                    return Route(to=pair.sender, via="conversation")
+                refs = tuple((email.thread_references or "").split())
+                return Route(
+                    to=pair.sender,
+                    via="conversation",
+                    subject=email.subject,
+                    message_id=email.message_id,
+                    thread_references=refs,
+                )
+            owner = session.scalars(
+                select(col(Sender.address))
+                .join(VirtualNumber, col(VirtualNumber.sender_id) == col(Sender.id))
+                .where(col(VirtualNumber.number) == number)
+            ).first()
+        if owner is not None and not owner.startswith("@"):
+            return Route(to=owner, via="owner")
+        if catch_all:
+            return Route(to=catch_all, via="catch-all")
+        return None
+
+    def complete_inbound(
+        self,
+        inbound_id: int,
+        *,
+        status: str,
+        routed_to: str | None,
+        reason: str | None,
+        now: datetime,
+        deadline: datetime,
+        mails: Sequence[NewMail] = (),
+        replies: Sequence[NewSms] = (),
+        suppress: str | None = None,
+        unsuppress: bool = False,
+    ) -> bool:
+        """Record what became of an inbound SMS together with its effects
+        (reply emails, keyword answers, opt-out changes) in ONE transaction,
+        guarded by its pending state: two instances never both handle it."""
+        with Session(self.engine) as session:
+            row = session.get(InboundSms, inbound_id)
+            if row is None or row.status != InboundStatus.PENDING:
+                return False
+            result = session.execute(
+                update(InboundSms)
+                .where(
+                    col(InboundSms.id) == inbound_id,
+                    col(InboundSms.status) == InboundStatus.PENDING,
+                )
+                .values(status=status, routed_to=routed_to, reason=reason, processed_at=now)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                return False
+            if suppress is not None:
+                exists = session.scalars(
+                    select(Suppression).where(
+                        col(Suppression.phone) == row.from_phone,
+                        col(Suppression.number) == row.to_number,
+                    )
+                ).first()
+                if exists is None:
+                    session.add(
+                        Suppression(
+                            phone=row.from_phone,
+                            number=row.to_number,
+                            keyword=suppress,
+                            created_at=now,
+                        )
+                    )
+            if unsuppress:
+                for found in session.scalars(
+                    select(Suppression).where(col(Suppression.phone) == row.from_phone)
+                ):
+                    session.delete(found)
+            for mail in mails:
+                self._add_mail(session, mail, now, deadline)
+            for sms in replies:
+                self._add_system_sms(session, sms, now, deadline)
+            session.commit()
+            return True
+
+    def _add_system_sms(
+        self, session: Session, sms: NewSms, now: datetime, deadline: datetime
+    ) -> None:
+        row = OutboundSms(
+            uid=uuid.uuid4().hex,
+            email_id=None,
+            sender="",
+            to_number=sms.to_number,
+            from_number=sms.from_number,
+            text=sms.text,
+            encoding=sms.encoding,
+            segments=sms.segments,
+            status=SmsStatus.QUEUED,
+            next_attempt_at=now,
+            deadline_at=deadline,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        session.add(
+            SmsEvent(sms_id=_id(row.id), status=SmsStatus.QUEUED, at=now, detail="keyword reply")
+        )
+
+    # --- delivery reports -------------------------------------------------
+    def apply_status(
+        self,
+        *,
+        carrier: str,
+        carrier_id: str,
+        status: str,
+        error_code: str | None,
+        error_text: str | None,
+        now: datetime,
+    ) -> bool:
+        """Apply a carrier's delivery report; False when the id is unknown.
+
+        A report never moves an SMS backwards (callbacks arrive out of order
+        and are retried); a final failure marks the SMS for a bounce.
+        """
+        with Session(self.engine) as session:
+            row = session.scalars(
+                select(OutboundSms).where(
+                    col(OutboundSms.carrier) == carrier, col(OutboundSms.carrier_id) == carrier_id
+                )
+            ).first()
+            if row is None:
+                return False
+            rank = SmsStatus.RANK
+            current = row.status
+            moves = rank.get(status, -1) > rank.get(current, 0) or (
+                status != current and current == SmsStatus.SENT and status in SmsStatus.FINAL
+            )
+            if not moves:
+                return True
+            row.status = status
+            row.updated_at = now
+            if status in SmsStatus.BOUNCING:
+                row.error_code = error_code
+                row.error = error_text or f"carrier reported {status}"
+                if row.bounce is None:
+                    row.bounce = "pending"
+            session.add(row)
+            detail = f"{carrier} report" + (
+                f": {error_code} {error_text or ''}" if error_code else ""
+            )
+            session.add(SmsEvent(sms_id=_id(row.id), status=status, at=now, detail=detail.strip()))
+            session.commit()
+            return True
+
+    # --- bounces ----------------------------------------------------------
+    def pending_bounces(self, limit: int) -> list[tuple[OutboundSms, InboundEmail | None]]:
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(OutboundSms, InboundEmail)
+                .join(InboundEmail, col(OutboundSms.email_id) == col(InboundEmail.id), isouter=True)
+                .where(col(OutboundSms.bounce) == "pending")
+                .order_by(col(OutboundSms.id))
+                .limit(limit)
+            ).all()
+            for sms, email in rows:
+                session.expunge(sms)
+                if email is not None:
+                    session.expunge(email)
+            return [(sms, email) for sms, email in rows]
+
+    def queue_bounce(
+        self, sms_id: int, mail: NewMail | None, now: datetime, deadline: datetime
+    ) -> bool:
+        """Queue the DSN for an SMS and mark it bounced, atomically (None:
+        nobody to tell, e.g. a keyword reply or a bounce's own SMS)."""
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(OutboundSms)
+                .where(col(OutboundSms.id) == sms_id, col(OutboundSms.bounce) == "pending")
+                .values(bounce="queued" if mail is not None else "none")
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                return False
+            if mail is not None:
+                self._add_mail(session, mail, now, deadline)
+            session.commit()
+            return True
+
+    # --- outbound mail queue ---------------------------------------------
+    def _add_mail(self, session: Session, mail: NewMail, now: datetime, deadline: datetime) -> None:
+        session.add(
+            OutboundMail(
+                kind=mail.kind,
+                message_id=mail.message_id,
+                envelope_from=mail.envelope_from,
+                recipients="\n".join(mail.recipients),
+                message=mail.message,
+                status=MailStatus.QUEUED,
+                next_attempt_at=now,
+                deadline_at=deadline,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def queue_mail(self, mail: NewMail, now: datetime, deadline: datetime) -> None:
+        with Session(self.engine) as session:
+            self._add_mail(session, mail, now, deadline)
+            session.commit()
+
+    def claim_mail(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundMail]:
+        """Take due queued mail under a lease (see claim_due for SMS)."""
+        with Session(self.engine) as session:
+            due = select(col(OutboundMail.id)).where(
+                col(OutboundMail.status).in_((MailStatus.QUEUED, MailStatus.SENDING)),
+                col(OutboundMail.next_attempt_at) <= now,
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            ids = [
+                _id(i)
+                for i in session.scalars(
+                    due.order_by(col(OutboundMail.next_attempt_at)).limit(limit)
+                )
+            ]
+            if not ids:
+                return []
+            session.execute(
+                update(OutboundMail)
+                .where(col(OutboundMail.id).in_(ids))
+                .values(
+                    status=MailStatus.SENDING,
+                    next_attempt_at=lease_until,
+                    attempts=col(OutboundMail.attempts) + 1,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+            claimed = list(
+                session.scalars(select(OutboundMail).where(col(OutboundMail.id).in_(ids)))
+            )
+            for row in claimed:
+                session.expunge(row)
+            return claimed
+
+    def record_mail(
+        self,
+        mail_id: int,
+        *,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+        code: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        values: dict[str, object] = {
+            "status": status,
+            "updated_at": now,
+            "error": error,
+            "error_code": code,
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        with Session(self.engine) as session:
+            session.execute(
+                update(OutboundMail).where(col(OutboundMail.id) == mail_id).values(**values)
+            )
+            session.commit()
+
+    def list_mail(self, status: str | None = None, limit: int = 100) -> list[OutboundMail]:
+        with Session(self.engine) as session:
+            query = select(OutboundMail).order_by(col(OutboundMail.id).desc())
+            if status is not None:
+                query = query.where(col(OutboundMail.status) == status)
+            return list(session.scalars(query.limit(limit)))
+
+
+def _id(value: int | None) -> int:
+    """A primary key after flush; None would be a bug in the store."""
+    if value is None:
+        raise StoreError("row has no id after flush")
+    return value

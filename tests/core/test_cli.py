@@ -1,0 +1,136 @@
+"""The mailsms command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailsms.cli import app
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("MAILSMS_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    return CliRunner()
+
+
+def test_senders_add_list_remove(cli: CliRunner) -> None:
+    added = cli.invoke(app, ["senders", "add", "Alice@Corp.Example"])
+    assert added.exit_code == 0, added.output
+    assert "registered alice@corp.example" in added.output
+    domain = cli.invoke(app, ["senders", "add", "@Partner.Example"])
+    assert domain.exit_code == 0 and "@partner.example" in domain.output
+
+    listed = cli.invoke(app, ["senders", "list", "--json"])
+    assert listed.exit_code == 0
+    assert [s["address"] for s in json.loads(listed.output)] == [
+        "@partner.example",
+        "alice@corp.example",
+    ]
+    table = cli.invoke(app, ["senders", "list"])
+    assert "alice@corp.example" in table.output
+
+    removed = cli.invoke(app, ["senders", "remove", "alice@corp.example"])
+    assert removed.exit_code == 0
+    listed = cli.invoke(app, ["senders", "list", "--json"])
+    assert [s["address"] for s in json.loads(listed.output)] == ["@partner.example"]
+
+
+@pytest.mark.parametrize("bad", ["not-an-email", "alice@", "@", "a@b@c", "@bad_domain!"])
+def test_bad_sender_address_exits_2_with_a_message(cli: CliRunner, bad: str) -> None:
+    result = cli.invoke(app, ["senders", "add", bad])
+    assert result.exit_code == 2
+    assert "is not a valid" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_duplicate_and_unknown_sender(cli: CliRunner) -> None:
+    assert cli.invoke(app, ["senders", "add", "a@corp.example"]).exit_code == 0
+    again = cli.invoke(app, ["senders", "add", "a@corp.example"])
+    assert again.exit_code == 2 and "already registered" in again.output
+    missing = cli.invoke(app, ["senders", "remove", "b@corp.example"])
+    assert missing.exit_code == 2 and "is not registered" in missing.output
+
+
+def test_numbers_add_list_remove(cli: CliRunner) -> None:
+    assert cli.invoke(app, ["senders", "add", "alice@corp.example"]).exit_code == 0
+    pool = cli.invoke(app, ["numbers", "add", "(415) 555-0100"])
+    assert pool.exit_code == 0 and "+14155550100 (pool)" in pool.output
+    own = cli.invoke(app, ["numbers", "add", "+14155550101", "--sender", "alice@corp.example"])
+    assert own.exit_code == 0 and "for alice@corp.example" in own.output
+    listed = json.loads(cli.invoke(app, ["numbers", "list", "--json"]).output)
+    assert listed == [
+        {"number": "+14155550100", "sender": None},
+        {"number": "+14155550101", "sender": "alice@corp.example"},
+    ]
+    bad = cli.invoke(app, ["numbers", "add", "12"])
+    assert bad.exit_code == 2 and "not" in bad.output
+    unknown_owner = cli.invoke(app, ["numbers", "add", "+14155550102", "--sender", "x@y.example"])
+    assert unknown_owner.exit_code == 2 and "not a registered sender" in unknown_owner.output
+    assert cli.invoke(app, ["numbers", "remove", "+14155550100"]).exit_code == 0
+    listed = json.loads(cli.invoke(app, ["numbers", "list", "--json"]).output)
+    assert [n["number"] for n in listed] == ["+14155550101"]
+
+
+def test_messages_list_rejects_unknown_status(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["messages", "list", "--status", "lost"])
+    assert result.exit_code == 2
+    assert "unknown status 'lost'" in result.output
+
+
+def test_messages_list_json_is_empty_list_on_new_database(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["messages", "list", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == []
+
+
+def test_db_init_reports_without_password(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["db", "init"])
+    assert result.exit_code == 0
+    assert result.output.startswith("database ready: sqlite:///")
+
+
+def test_invalid_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    env = {**os.environ, "MAILSMS_SMTP_PORT": "not-a-port"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsms", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("mailsms: invalid setting MAILSMS_SMTP_PORT")
+    assert "Traceback" not in result.stderr
+
+
+def test_taken_port_stops_with_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "MAILSMS_SMTP_PORT": str(port),
+            "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "mailsms", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"mailsms: cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,423 @@
+"""End to end over real sockets: smtplib/aiosmtplib against the real
+listener on 127.0.0.1, SQLite on disk, the console carrier's outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import aiosmtplib
+import pytest
+
+from mailsms.app import Gateway
+from mailsms.config import Settings
+from mailsms.store import Store
+from mailsms.store.models import EmailDisposition
+from tests.conftest import DOMAIN, SENDER, prepare_store, read_outbox, wait_outbox
+
+GMAIL_STYLE = (
+    "From: Alice Example <alice@corp.example>\r\n"
+    "To: 415-555-1212@sms.localhost\r\n"
+    "Subject: Re: dinner\r\n"
+    "Message-ID: <CAF1234@mail.gmail.com>\r\n"
+    "MIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="000000000000abcdef"\r\n'
+    "\r\n"
+    "--000000000000abcdef\r\n"
+    'Content-Type: text/plain; charset="UTF-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n"
+    "\r\n"
+    "Running late, see you at 8 at Caf=C3=A9 Rouge.\r\n"
+    "\r\n"
+    "On Sat, Nov 21, 2026 at 6:02 PM Bob <bob@example.net> wrote:\r\n"
+    "> Where are you?\r\n"
+    "\r\n"
+    "--000000000000abcdef\r\n"
+    'Content-Type: text/html; charset="UTF-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n"
+    "\r\n"
+    '<div dir=3D"ltr">Running late, see you at 8 at Caf=C3=A9 Rouge.</div><br>'
+    '<div class=3D"gmail_quote"><div dir=3D"ltr">On Sat, Nov 21, 2026 at 6:02 PM'
+    " Bob wrote:<br></div><blockquote>Where are you?</blockquote></div>\r\n"
+    "\r\n"
+    "--000000000000abcdef--\r\n"
+)
+
+
+def simple_message(
+    text: str = "Hello from mail",
+    *,
+    sender: str = SENDER,
+    to: str = f"4155551212@{DOMAIN}",
+    message_id: str | None = None,
+    **headers: str,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = "test"
+    msg["Message-ID"] = message_id or make_msgid(domain="corp.example")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg
+
+
+def smtp_reply(exc: BaseException) -> tuple[int, str]:
+    """(code, text) of a refusal from smtplib or aiosmtplib."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(exc.recipients.values()))
+        return code, text.decode()
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error
+        return exc.smtp_code, text.decode() if isinstance(text, bytes) else str(text)
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return exc.recipients[0].code, exc.recipients[0].message
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return exc.code, exc.message
+    raise AssertionError(f"not an SMTP refusal: {exc!r}")
+
+
+async def test_gmail_multipart_alternative_becomes_one_clean_sms(
+    gateway: Gateway, settings: Settings
+) -> None:
+    def send() -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+            return client.sendmail(SENDER, [f"415-555-1212@{DOMAIN}"], GMAIL_STYLE.encode())
+
+    refused = await asyncio.to_thread(send)
+    assert refused == {}
+    records = await wait_outbox(settings.console_outbox, 1)
+    assert len(records) == 1
+    sms = records[0]
+    assert sms["to"] == "+14155551212"
+    assert sms["text"] == "Running late, see you at 8 at Café Rouge."
+    assert sms["encoding"] == "GSM-7"  # é is in the GSM 03.38 alphabet
+    assert sms["segments"] == 1
+    assert set(sms) == {"to", "from", "text", "encoding", "segments", "message_id"}
+
+
+async def test_250_reply_names_the_stored_message(gateway: Gateway, store: Store) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        ehlo = await client.ehlo()
+        assert "ENHANCEDSTATUSCODES" in ehlo.message
+        _, message = await client.send_message(simple_message())
+    assert message.startswith("2.0.0 OK: message ")
+    emails = store.list_emails()
+    assert len(emails) == 1
+    assert emails[0].from_address == SENDER
+    assert emails[0].subject == "test"
+    assert emails[0].disposition == EmailDisposition.QUEUED
+
+
+async def test_unregistered_envelope_sender_is_refused_at_mail(gateway: Gateway) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as info:
+            await client.send_message(
+                simple_message(sender="mallory@evil.example"), sender="mallory@evil.example"
+            )
+    code, text = smtp_reply(info.value)
+    assert code == 550
+    assert text.startswith("5.7.1 ")
+    assert "sender <mallory@evil.example> is not registered" in text
+
+
+async def test_registered_envelope_with_unregistered_from_is_refused_at_data(
+    gateway: Gateway, store: Store
+) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await client.send_message(simple_message(sender="ceo@evil.example"), sender=SENDER)
+    code, text = smtp_reply(info.value)
+    assert (code, text[:6]) == (550, "5.7.1 ")
+    assert "From address <ceo@evil.example> is not registered" in text
+    assert store.list_emails() == []
+
+
+async def test_whole_domain_entry_admits_every_address_in_it(
+    settings: Settings, tmp_path: object
+) -> None:
+    prepare_store(settings, senders=("@corp.example",))
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            await client.send_message(simple_message(sender="Bob@Corp.Example"))
+        records = await wait_outbox(settings.console_outbox, 1)
+        assert records[0]["to"] == "+14155551212"
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.parametrize(
+    ("recipient", "code", "enhanced", "words"),
+    [
+        ("4155551212@example.org", 550, "5.7.1", "relaying to example.org is not allowed"),
+        (f"hello@{DOMAIN}", 550, "5.1.1", "'hello' is not a phone number"),
+        (f"12@{DOMAIN}", 550, "5.1.1", "not"),
+        (f"+999123@{DOMAIN}", 550, "5.1.1", "'+999123'"),
+    ],
+)
+async def test_bad_recipients_are_refused_at_rcpt(
+    gateway: Gateway, recipient: str, code: int, enhanced: str, words: str
+) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.mail(SENDER)
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as info:
+            await client.rcpt(recipient)
+    assert info.value.code == code
+    assert info.value.message.startswith(enhanced + " ")
+    assert words in info.value.message
+
+
+async def test_too_many_recipients_gets_452(tmp_path: object, settings: Settings) -> None:
+    limited = settings.model_copy(update={"max_recipients": 2})
+    prepare_store(limited)
+    gw = Gateway(limited)
+    await gw.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            await client.mail(SENDER)
+            await client.rcpt(f"4155551212@{DOMAIN}")
+            await client.rcpt(f"4155551213@{DOMAIN}")
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused) as info:
+                await client.rcpt(f"4155551214@{DOMAIN}")
+        assert info.value.code == 452
+        assert info.value.message.startswith("4.5.3 Too many recipients: at most 2")
+    finally:
+        await gw.stop()
+
+
+async def test_oversize_message_is_refused_with_552_at_mail_and_at_data(
+    settings: Settings,
+) -> None:
+    small = settings.model_copy(update={"max_message_size": 2048})
+    prepare_store(small)
+    gw = Gateway(small)
+    await gw.start()
+    try:
+        big = simple_message("word " * 2000)
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            # Declared size (RFC 1870): refused at MAIL.
+            with pytest.raises(aiosmtplib.SMTPResponseException) as declared:
+                await client.mail(SENDER, options=["SIZE=100000"])
+            assert declared.value.code == 552
+            assert declared.value.message.startswith("5.3.4 ")
+            await client.rset()
+            # Undeclared: refused after DATA.
+            await client.mail(SENDER)
+            await client.rcpt(f"4155551212@{DOMAIN}")
+            with pytest.raises(aiosmtplib.SMTPDataError) as sent:
+                await client.data(big.as_bytes())
+            assert sent.value.code == 552
+            assert sent.value.message.startswith("5.3.4 ")
+            # The session is still usable afterwards.
+            response = await client.noop()
+            assert response.code == 250
+        assert read_outbox(small.console_outbox) == []
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "   \n\n  \n",
+        "-- \nAlice Example\nCorp",
+        "On Mon, Nov 2, 2026 at 9:00 AM Bob <bob@example.net> wrote:\n> only a quote\n",
+    ],
+)
+async def test_empty_result_is_refused_with_550_5_6_0(
+    gateway: Gateway, store: Store, body: str
+) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await client.send_message(simple_message(body))
+    assert info.value.code == 550
+    assert info.value.message.startswith("5.6.0 Nothing to send")
+    assert store.list_sms() == []
+
+
+async def test_bounce_is_accepted_kept_and_never_texted(
+    gateway: Gateway, store: Store, settings: Settings
+) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        _, message = await client.send_message(
+            simple_message("Delivery failed", sender="MAILER-DAEMON@example.net"), sender=""
+        )
+    assert "not texted" in message
+    emails = store.list_emails()
+    assert [e.disposition for e in emails] == [EmailDisposition.IGNORED]
+    assert "bounce" in (emails[0].reason or "")
+    assert store.list_sms() == []
+    await asyncio.sleep(0.2)
+    assert read_outbox(settings.console_outbox) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Auto_Submitted": "auto-replied"},
+        {"Auto_Submitted": "auto-generated; owner-email=x@corp.example"},
+        {"Precedence": "bulk"},
+        {"Precedence": "list"},
+        {"Precedence": "junk"},
+    ],
+)
+async def test_auto_replies_are_kept_and_never_texted(
+    gateway: Gateway, store: Store, headers: dict[str, str]
+) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.send_message(simple_message("I am on vacation", **headers))
+    emails = store.list_emails()
+    assert [e.disposition for e in emails] == [EmailDisposition.IGNORED]
+    assert "automatic message" in (emails[0].reason or "")
+    assert store.list_sms() == []
+
+
+async def test_auto_submitted_no_is_a_person(gateway: Gateway, settings: Settings) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.send_message(simple_message("real person", Auto_Submitted="no"))
+    assert (await wait_outbox(settings.console_outbox, 1))[0]["text"] == "real person"
+
+
+async def test_same_message_id_from_same_sender_is_sent_once(
+    gateway: Gateway, settings: Settings, store: Store
+) -> None:
+    msg = simple_message("only once", message_id="<once@corp.example>")
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.send_message(msg)
+        _, again = await client.send_message(msg)
+    assert "not sent again" in again
+    await wait_outbox(settings.console_outbox, 1)
+    await asyncio.sleep(0.3)
+    assert len(read_outbox(settings.console_outbox)) == 1
+    assert len(store.list_emails()) == 1
+
+
+async def test_concurrent_sessions_are_all_committed_and_sent(
+    gateway: Gateway, settings: Settings
+) -> None:
+    async def one(i: int) -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+            await client.send_message(
+                simple_message(f"message {i}", to=f"41555500{i:02d}@{DOMAIN}")
+            )
+
+    await asyncio.gather(*(one(i) for i in range(30)))
+    records = await wait_outbox(settings.console_outbox, 30)
+    assert sorted(r["text"] for r in records) == sorted(f"message {i}" for i in range(30))
+
+
+async def test_several_recipients_get_one_sms_each(gateway: Gateway, settings: Settings) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.send_message(
+            simple_message("to all"),
+            recipients=[
+                f"4155551212@{DOMAIN}",
+                f"+447911123456@{DOMAIN}",
+                f"(415)555-1212@{DOMAIN}",  # the same phone again: texted once
+            ],
+        )
+    records = await wait_outbox(settings.console_outbox, 2)
+    await asyncio.sleep(0.2)
+    records = read_outbox(settings.console_outbox)
+    assert sorted(r["to"] for r in records) == ["+14155551212", "+447911123456"]
+
+
+async def test_commit_failure_answers_451_and_leaks_nothing(
+    gateway: Gateway, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire: secret-token-123")
+
+    assert gateway.runner is not None
+    monkeypatch.setattr(gateway.runner.store, "enqueue", broken)
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await client.send_message(simple_message())
+        assert info.value.code == 451
+        assert info.value.message.startswith("4.3.0 ")
+        assert "secret" not in info.value.message
+        assert (await client.noop()).code == 250
+
+
+async def test_unexpected_handler_error_answers_451(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailsms.smtp.handler as handler_module
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise ValueError("internal detail that must not leak")
+
+    monkeypatch.setattr(handler_module, "parse_recipient", explode)
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.mail(SENDER)
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as info:
+            await client.rcpt(f"4155551212@{DOMAIN}")
+    assert info.value.code == 451
+    assert info.value.message.startswith("4.3.0 ")
+    assert "internal detail" not in info.value.message
+
+
+async def test_overlong_line_is_refused(gateway: Gateway) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        await client.mail(SENDER)
+        await client.rcpt(f"4155551212@{DOMAIN}")
+        payload = b"From: alice@corp.example\r\nSubject: x\r\n\r\n" + b"a" * 1200 + b"\r\n"
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await client.data(payload)
+    assert info.value.code == 500
+    assert info.value.message.startswith("5.5.2 Line too long")
+
+
+async def test_health_endpoints(gateway: Gateway) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
+        live = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        missing = await client.get("/nope")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "smtp": "ok"}
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_from_number_is_the_senders_own_then_the_pool(
+    tmp_path: object, settings: Settings
+) -> None:
+    from datetime import UTC, datetime
+
+    store = prepare_store(settings, senders=(SENDER, "bob@corp.example"))
+    store.add_number("+14155550100", SENDER, datetime.now(UTC))
+    store.add_number("+14155550199", None, datetime.now(UTC))
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            await client.send_message(simple_message("from alice"))
+            await client.send_message(
+                simple_message("from bob", sender="bob@corp.example"), sender="bob@corp.example"
+            )
+        records = await wait_outbox(settings.console_outbox, 2)
+        by_text = {r["text"]: r["from"] for r in records}
+        assert by_text == {"from alice": "+14155550100", "from bob": "+14155550199"}
+    finally:
+        await gw.stop()
+
+
+async def test_default_from_when_no_numbers(tmp_path: object, settings: Settings) -> None:
+    configured = settings.model_copy(update={"default_from": "+14155550123"})
+    prepare_store(configured)
+    gw = Gateway(configured)
+    await gw.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            await client.send_message(simple_message())
+        assert (await wait_outbox(configured.console_outbox, 1))[0]["from"] == "+14155550123"
+    finally:
+        await gw.stop()
