@@ -1,0 +1,1 @@
+"""Tests for outbound mail: composition, DSN, DKIM and transports."""
