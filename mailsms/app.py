@@ -13,20 +13,28 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from datetime import timedelta
 
 import httpx
 import uvicorn
 
-from mailsms.carriers.registry import build_carrier
-from mailsms.config import Settings
+from mailsms.bounces import BounceNotifier
+from mailsms.carriers.registry import build_carrier, build_webhooks
+from mailsms.config import Settings, SettingsError
 from mailsms.dispatcher import Dispatcher, utcnow
+from mailsms.inbound import InboundConfig, InboundRouter
+from mailsms.mail.dkim import DkimKeyError, load_signer
+from mailsms.mail.queue import MailDispatcher
+from mailsms.mail.transport import TransportConfig, make_transport
 from mailsms.retry import RetryPolicy
-from mailsms.smtp.handler import GatewayHandler, HandlerConfig
-from mailsms.smtp.server import start_smtp
+from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
+from mailsms.smtp.server import make_tls_context, start_smtp
 from mailsms.store import DbRunner, GroupCommitter, Store, make_engine, migrate
 from mailsms.text import TextOptions
 from mailsms.web.app import create_app
+from mailsms.web.webhooks import WebhookContext
+from mailsms.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +60,12 @@ class Gateway:
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self.smtp_server: asyncio.Server | None = None
+        self.submissions_server: asyncio.Server | None = None
         self.http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.dispatcher: Dispatcher | None = None
         self.runner: DbRunner | None = None
+        self.webhook_context: WebhookContext | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -117,6 +127,7 @@ class Gateway:
         if settings.dispatcher_enabled:
             dispatcher.start()
             self._stack.push_async_callback(dispatcher.stop)
+        self._start_two_way(runner, dispatcher)
 
         handler = GatewayHandler(
             HandlerConfig(
@@ -126,11 +137,13 @@ class Gateway:
                 text=text_options(settings),
                 retry_deadline=timedelta(seconds=settings.retry_deadline),
                 default_from=settings.default_from,
+                trust=trust_config(settings),
             ),
             runner,
             committer,
             clock=utcnow,
         )
+        tls = _tls_context(settings)
         try:
             self.smtp_server = await start_smtp(
                 handler,
@@ -139,6 +152,8 @@ class Gateway:
                 hostname=settings.domain,
                 data_size_limit=settings.max_message_size,
                 idle_timeout=settings.smtp_timeout,
+                tls_context=tls,
+                require_starttls=settings.require_starttls,
             )
         except OSError as exc:
             raise StartupError(
@@ -146,6 +161,32 @@ class Gateway:
                 f"{exc.strerror or exc}"
             ) from exc
         self._stack.push_async_callback(self._close_smtp)
+        if settings.submissions_port is not None and tls is not None:
+            # RFC 8314 implicit TLS: a second listener on the same loop.
+            try:
+                submissions = await start_smtp(
+                    handler,
+                    host=settings.smtp_host,
+                    port=settings.submissions_port,
+                    hostname=settings.domain,
+                    data_size_limit=settings.max_message_size,
+                    idle_timeout=settings.smtp_timeout,
+                    tls_context=tls,
+                    implicit_tls=True,
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen for SMTP (implicit TLS) on {settings.smtp_host}:"
+                    f"{settings.submissions_port}: {exc.strerror or exc}"
+                ) from exc
+            self.submissions_server = submissions
+
+            async def close_submissions() -> None:
+                submissions.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(submissions.wait_closed(), timeout=5)
+
+            self._stack.push_async_callback(close_submissions)
 
         await self._start_http(runner)
         log.info(
@@ -157,6 +198,93 @@ class Gateway:
             settings.domain,
             carrier.name,
         )
+
+    def _start_two_way(self, runner: DbRunner, dispatcher: Dispatcher) -> None:
+        """SMS to email: the inbound router, bounces and the mail queue."""
+        settings = self.settings
+        deadline = timedelta(seconds=settings.retry_deadline)
+        signer = None
+        if settings.dkim_selector and settings.dkim_key_file:
+            try:
+                signer = load_signer(
+                    settings.domain, settings.dkim_selector, settings.dkim_key_file
+                )
+            except DkimKeyError as exc:
+                raise SettingsError(f"invalid setting MAILSMS_DKIM_KEY_FILE: {exc}") from None
+        elif settings.dkim_selector or settings.dkim_key_file:
+            raise SettingsError(
+                "invalid setting MAILSMS_DKIM_SELECTOR: DKIM signing needs both "
+                "MAILSMS_DKIM_SELECTOR and MAILSMS_DKIM_KEY_FILE"
+            )
+        transport = make_transport(
+            settings.mail_transport,
+            TransportConfig(
+                relay_host=settings.relay_host,
+                relay_port=settings.relay_port,
+                relay_security=settings.relay_security,
+                relay_username=settings.relay_username,
+                relay_password=(
+                    settings.relay_password.get_secret_value() if settings.relay_password else None
+                ),
+                relay_timeout=settings.relay_timeout,
+                maildir_path=settings.maildir,
+                helo_name=settings.domain,
+            ),
+        )
+        mail_queue = Worker(
+            "mail-queue",
+            MailDispatcher(
+                runner,
+                transport,
+                signer=signer,
+                retry=RetryPolicy(settings.retry_initial_delay, settings.retry_max_delay),
+                lease=settings.dispatch_lease,
+                clock=utcnow,
+            ).round,
+            poll_interval=settings.dispatch_poll_interval,
+        )
+        bounces = Worker(
+            "bounces",
+            BounceNotifier(
+                runner,
+                domain=settings.domain,
+                deadline=deadline,
+                clock=utcnow,
+                on_mail=mail_queue.notify,
+            ).round,
+            poll_interval=settings.dispatch_poll_interval,
+        )
+        inbound = Worker(
+            "inbound",
+            InboundRouter(
+                runner,
+                InboundConfig(
+                    domain=settings.domain,
+                    catch_all=settings.catch_all,
+                    stop_reply=settings.stop_reply,
+                    start_reply=settings.start_reply,
+                    help_reply=settings.help_reply,
+                    deadline=deadline,
+                ),
+                clock=utcnow,
+                on_mail=mail_queue.notify,
+                on_sms=dispatcher.notify,
+            ).round,
+            poll_interval=settings.dispatch_poll_interval,
+        )
+        for worker in (mail_queue, bounces, inbound):
+            worker.start()
+            self._stack.push_async_callback(worker.stop)
+        self.webhook_context = WebhookContext(
+            runner=runner,
+            adapters=build_webhooks(settings),
+            public_url=settings.public_url,
+            clock=utcnow,
+            on_inbound=inbound.notify,
+            on_status=bounces.notify,
+        )
+        # A final failure recorded by the dispatcher leaves a bounce to send.
+        dispatcher.on_final = bounces.notify
 
     async def _start_http(self, runner: DbRunner) -> None:
         settings = self.settings
@@ -170,7 +298,7 @@ class Gateway:
                 f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: "
                 f"{exc.strerror or exc}"
             ) from exc
-        app = create_app(runner, listener_ready=self._smtp_listening)
+        app = create_app(runner, listener_ready=self._smtp_listening, webhooks=self.webhook_context)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
         config.load()
         server = uvicorn.Server(config)
@@ -201,6 +329,36 @@ class Gateway:
 
     async def stop(self) -> None:
         await self._stack.aclose()
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listeners' TLS context (STARTTLS, RFC 3207; implicit TLS, RFC
+    8314), or None when no certificate is configured.  Inconsistent settings
+    raise SettingsError, unusable files StartupError: one line each."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is None and key is None:
+        if settings.submissions_port is not None:
+            raise SettingsError(
+                "invalid setting MAILSMS_SUBMISSIONS_PORT: implicit TLS needs "
+                "MAILSMS_TLS_CERT_FILE and MAILSMS_TLS_KEY_FILE"
+            )
+        if settings.require_starttls:
+            raise SettingsError(
+                "invalid setting MAILSMS_REQUIRE_STARTTLS: STARTTLS needs "
+                "MAILSMS_TLS_CERT_FILE and MAILSMS_TLS_KEY_FILE"
+            )
+        return None
+    if cert is None or key is None:
+        missing = "MAILSMS_TLS_CERT_FILE" if cert is None else "MAILSMS_TLS_KEY_FILE"
+        raise SettingsError(f"invalid setting {missing}: TLS needs both a certificate and a key")
+    try:
+        return make_tls_context(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        # Never the file contents: only which files and the library's reason.
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or "unusable"
+        raise StartupError(
+            f"cannot load the TLS certificate {cert} and key {key}: {reason}"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

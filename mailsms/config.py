@@ -80,6 +80,97 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(default=1800.0, gt=0)
     retry_deadline: float = Field(default=48 * 3600.0, gt=0)
 
+    # --- two-way: inbound SMS, reply mail, bounces, keywords ---------------
+    mail_transport: Literal["maildir", "smtp"] = "maildir"
+    maildir: Path = Path("./maildir")
+    relay_host: str = "localhost"
+    relay_port: int = Field(default=587, ge=1, le=65535)
+    relay_security: Literal["none", "starttls", "tls"] = "starttls"
+    relay_username: str | None = None
+    relay_password: SecretStr | None = None
+    relay_timeout: float = Field(default=30.0, gt=0)
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+    catch_all: str | None = None
+    """Where an inbound SMS goes when no conversation or owner claims it."""
+    stop_reply: str = (
+        "You are unsubscribed and will get no more messages from this number. "
+        "Reply START to resubscribe."
+    )
+    start_reply: str = "You are resubscribed. Reply STOP to unsubscribe, HELP for help."
+    help_reply: str = (
+        "This number relays SMS to email for its sender. Reply STOP to unsubscribe."
+    )
+
+    # --- sender trust, TLS and abuse limits ---------------------------------
+    # (mailsms.proof, mailsms.destinations, mailsms.limits; README "Sender trust")
+    sender_policy: Literal["dkim", "smtp-auth", "trusted-relay"] = "dkim"
+    """Weakest proof accepted for entries registered without --policy."""
+    trusted_networks: str = "127.0.0.0/8,::1"
+    """Comma-separated networks whose connections are trusted relays ("" = none)."""
+    authserv_id: str | None = None
+    """Our RFC 8601 authserv-id; unset = MAILSMS_DOMAIN."""
+    dns_nameservers: str = ""
+    """Comma-separated ``host`` or ``host:port``; empty = /etc/resolv.conf."""
+    dns_timeout: float = Field(default=5.0, gt=0)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    submissions_port: int | None = Field(default=None, ge=0, le=65535)
+    """Implicit-TLS submission port (RFC 8314, usually 465); unset = off."""
+    require_starttls: bool = False
+    sender_rate_per_minute: int = Field(default=60, ge=0)
+    sender_daily_quota: int = Field(default=1000, ge=0)
+    destination_per_hour: int = Field(default=10, ge=0)
+    allowed_countries: str | None = None
+    """Comma-separated ISO 3166 codes, ``*`` for all; unset = default_region."""
+    allow_fixed_line: bool = False
+    max_hops: int = Field(default=30, ge=1)
+    """Received headers allowed before 554 5.4.6 (RFC 5321 section 6.3)."""
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _trusted_networks(cls, value: str) -> str:
+        from mailsms.proof import parse_networks  # local: keeps config import-light
+
+        return ",".join(str(net) for net in parse_networks(value))
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _nameservers(cls, value: str) -> str:
+        from mailsms.trust.dns import parse_nameserver
+
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            parse_nameserver(item)
+        return ",".join(items)
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str | None) -> str | None:
+        from mailsms.trust.authresults import AUTHSERV_ID
+
+        if value is None or not value.strip():
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not AUTHSERV_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _allowed_countries(cls, value: str | None) -> str | None:
+        from mailsms.destinations import ALL_COUNTRIES, parse_countries
+
+        if value is None or not value.strip():
+            return None
+        countries = parse_countries(value, "US")
+        return ALL_COUNTRIES if countries is None else ",".join(sorted(countries))
+
+    @field_validator("tls_cert_file", "tls_key_file", "submissions_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("domain")
@@ -122,6 +213,19 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("catch_all")
+    @classmethod
+    def _catch_all(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            checked = validate_email(value.strip(), check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(str(exc)) from None
+        return checked.normalized
 
     @field_validator("twilio_api_url")
     @classmethod

@@ -61,6 +61,8 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self.on_final: Callable[[], None] | None = None
+        """Called after an SMS ended failed or expired (a bounce is due)."""
 
     def notify(self) -> None:
         """New work was committed: look now instead of at the next poll."""
@@ -134,6 +136,7 @@ class Dispatcher:
                 code=exc.code,
                 now=self._clock(),
             )
+            self._final()
         except (TemporaryFailure, TimeoutError) as exc:
             await self._retry_later(row, exc)
         except Exception as exc:
@@ -198,6 +201,7 @@ class Dispatcher:
                 code=code,
                 now=now,
             )
+            self._final()
             return
         log.info(
             "SMS %s to %s: temporary failure (%s), retry at %s",
@@ -214,6 +218,10 @@ class Dispatcher:
             next_attempt_at=when,
             now=now,
         )
+
+    def _final(self) -> None:
+        if self.on_final is not None:
+            self.on_final()
 
     async def _record(self, fn: Callable[..., None], *args: object, **kwargs: object) -> None:
         try:

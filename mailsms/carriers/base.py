@@ -8,6 +8,7 @@ and belongs to the dispatcher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -82,3 +83,29 @@ class Carrier(Protocol):
         succeed and :class:`mailsms.errors.PermanentFailure` when it cannot.
         """
         ...
+
+
+class PayloadError(ValueError):
+    """A webhook payload lacks a required field; the message names it."""
+
+
+class WebhookAdapter(Protocol):
+    """The webhook side of a provider: authenticate, then parse.
+
+    ``url`` is the public URL the provider called (``MAILSMS_PUBLIC_URL`` +
+    path + query), ``form`` the POST parameters in order, repeats kept.
+    Parsers raise :class:`PayloadError` (or ``ValueError``) when a required
+    field is missing.
+    """
+
+    name: str
+    inbound_ack: tuple[bytes, str]
+    """Body and content type of the 2xx answer to an inbound webhook."""
+
+    def verify(
+        self, url: str, form: Sequence[tuple[str, str]], headers: dict[str, str]
+    ) -> bool: ...
+
+    def parse_inbound(self, form: dict[str, str]) -> InboundSms: ...
+
+    def parse_status(self, form: dict[str, str]) -> StatusReport: ...

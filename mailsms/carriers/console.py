@@ -3,7 +3,9 @@
 Each SMS becomes one JSON object on its own line in the outbox file
 (JSON Lines), with the keys ``to``, ``from``, ``text``, ``encoding``,
 ``segments`` and ``message_id``, and one log line.  ``tail -f outbox.jsonl``
-shows what a phone would receive.
+shows what a phone would receive.  It simulates the network as well: each
+SMS is reported delivered at once, and ``mailsms simulate inbound`` plays
+the phone's answer.
 """
 
 from __future__ import annotations
@@ -58,4 +60,5 @@ class ConsoleCarrier:
             sms.segments,
             sms.encoding,
         )
-        return SendResult(carrier_id=f"console-{sms.sms_id}", status="sent")
+        # The console is the phone network too: what it "sends" is delivered.
+        return SendResult(carrier_id=f"console-{sms.sms_id}", status="delivered")

@@ -12,9 +12,9 @@ from types import MappingProxyType
 
 import httpx
 
-from mailsms.carriers.base import Carrier
+from mailsms.carriers.base import Carrier, WebhookAdapter
 from mailsms.carriers.console import ConsoleCarrier
-from mailsms.carriers.twilio import TwilioCarrier
+from mailsms.carriers.twilio import TwilioCarrier, TwilioWebhooks
 from mailsms.config import Settings, SettingsError
 
 CarrierFactory = Callable[[Settings, httpx.AsyncClient], Carrier]
@@ -54,3 +54,28 @@ def build_carrier(settings: Settings, client: httpx.AsyncClient) -> Carrier:
             f"invalid setting MAILSMS_CARRIER = {settings.carrier!r}: choose one of {names}"
         )
     return factory(settings, client)
+
+
+WebhookFactory = Callable[[Settings], WebhookAdapter | None]
+
+
+def _twilio_webhooks(settings: Settings) -> WebhookAdapter | None:
+    # Without the token no signature can be checked: the endpoint stays
+    # closed (404) rather than open.
+    token = settings.twilio_auth_token
+    if token is None or not token.get_secret_value():
+        return None
+    return TwilioWebhooks(token.get_secret_value())
+
+
+WEBHOOKS: Mapping[str, WebhookFactory] = MappingProxyType({"twilio": _twilio_webhooks})
+
+
+def build_webhooks(settings: Settings) -> Mapping[str, WebhookAdapter]:
+    """The webhook adapters that can authenticate their callers."""
+    adapters: dict[str, WebhookAdapter] = {}
+    for name, factory in WEBHOOKS.items():
+        adapter = factory(settings)
+        if adapter is not None:
+            adapters[name] = adapter
+    return MappingProxyType(adapters)

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -415,3 +415,33 @@ def parse_status(form: Mapping[str, str]) -> StatusReport:
     return StatusReport(
         carrier_id=carrier_id, status=status, error_code=error_code, error_text=error_text
     )
+
+
+class TwilioWebhooks:
+    """Twilio's webhooks: ``X-Twilio-Signature`` over the public URL and the
+    sorted form parameters (HMAC-SHA1 with the auth token)."""
+
+    name = "twilio"
+    # An empty TwiML document: Twilio sends no automatic reply of its own.
+    inbound_ack = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>',
+        "text/xml",
+    )
+
+    def __init__(self, auth_token: str) -> None:
+        self._auth_token = auth_token
+
+    def __repr__(self) -> str:
+        return "TwilioWebhooks(auth_token=***)"
+
+    def verify(
+        self, url: str, form: Sequence[tuple[str, str]], headers: dict[str, str]
+    ) -> bool:
+        signature = headers.get(SIGNATURE_HEADER.lower(), "")
+        return verify_signature(url, list(form), signature, self._auth_token)
+
+    def parse_inbound(self, form: dict[str, str]) -> InboundSms:
+        return parse_inbound(form)
+
+    def parse_status(self, form: dict[str, str]) -> StatusReport:
+        return parse_status(form)

@@ -331,7 +331,10 @@ def compose_reply(
     _require_aware(received_at, "received_at")
     ascii_domain = normalize_domain(domain)
     msg = EmailMessage(policy=policy.default)
-    msg["From"] = phone_address(phone, ascii_domain)
+    sender = phone_address(phone, ascii_domain)
+    # Quoted display name, as users see it in the issue and in every client:
+    # the phrase holds only digits, "+", "-" and spaces, so quoting is safe.
+    msg["From"] = f'"{sender.display_name}" <{sender.addr_spec}>'
     msg["To"] = parse_mailbox(to)
     set_text_header(msg, "Subject", reply_subject(original_subject, phone))
     msg["Date"] = format_datetime(received_at)

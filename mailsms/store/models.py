@@ -56,6 +56,11 @@ class Sender(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     address: str = Field(max_length=320, unique=True)
     created_at: datetime
+    policy: str | None = Field(default=None, max_length=16)
+    """Weakest proof accepted (``dkim``, ``smtp-auth``, ``trusted-relay``);
+    None follows MAILSMS_SENDER_POLICY (see mailsms.proof)."""
+    password_hash: str | None = Field(default=None, max_length=200)
+    """scrypt hash for SMTP AUTH (mailsms.trust.passwords); never shown."""
 
 
 class VirtualNumber(SQLModel, table=True):
@@ -97,6 +102,8 @@ class InboundEmail(SQLModel, table=True):
     """The email's own References header: the thread it belongs to."""
     headers: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """The original header block (capped), returned in bounces (RFC 3464 part 3)."""
+    auth_results: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """How the sender was proven: our RFC 8601 Authentication-Results value."""
 
 
 class OutboundSms(SQLModel, table=True):
@@ -252,3 +259,19 @@ class OutboundMail(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime
     updated_at: datetime
+
+
+class AbuseCounter(SQLModel, table=True):
+    """One abuse-limit counter window (see mailsms.limits): a row per
+    (scope, key, window start), incremented atomically by the store."""
+
+    __tablename__ = "abuse_counters"
+    __table_args__ = (
+        UniqueConstraint("scope", "key", "window_start", name="uq_abuse_counters_window"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)
+    key: str = Field(max_length=320)
+    window_start: datetime
+    count: int = 0

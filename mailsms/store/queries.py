@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, func, or_, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mailsms.routing import PairUse, allocate_number
+from mailsms.store.abuse import AbuseQueries
 from mailsms.store.models import (
     Conversation,
     EmailDisposition,
@@ -89,6 +90,8 @@ class AcceptedEmail:
     attachments: str | None = None
     thread_references: str | None = None
     headers: str | None = None
+    auth_results: str | None = None
+    """Our Authentication-Results value (RFC 8601) for this message."""
     own_number: str | None = None
     """The number assigned to the sender's registered entry."""
     pool: tuple[str, ...] = ()
@@ -111,7 +114,7 @@ class NumberRow:
     sender: str | None
 
 
-class Store:
+class Store(AbuseQueries):
     """Repository over one SQLAlchemy engine."""
 
     def __init__(self, engine: Engine) -> None:
@@ -273,6 +276,7 @@ class Store:
             attachments=item.attachments,
             thread_references=item.thread_references,
             headers=item.headers,
+            auth_results=item.auth_results,
         )
         session.add(email)
         session.flush()
@@ -323,30 +327,39 @@ class Store:
 
         A row is due when it is queued and its next attempt has come, or
         when it is ``sending`` but its lease ran out (its dispatcher died).
-        The claim is one UPDATE guarded by the row's old state, so two
-        dispatchers never take the same row.
+        Each status is one range scan of the ``(status, next_attempt_at)``
+        index, so the cost does not grow with the depth of the queue.  The
+        UPDATE is guarded by the row's old state (and PostgreSQL skips rows
+        another instance has locked), so two dispatchers never both take a
+        row; only rows that carry this claim's lease are returned.
         """
-        with Session(self.engine) as session:
-            due = select(col(OutboundSms.id)).where(
-                or_(
-                    col(OutboundSms.status) == SmsStatus.QUEUED,
-                    col(OutboundSms.status) == SmsStatus.SENDING,
-                ),
-                col(OutboundSms.next_attempt_at) <= now,
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True)
-            ids = [
-                _id(i)
-                for i in session.scalars(
-                    due.order_by(col(OutboundSms.next_attempt_at)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            ids: list[int] = []
+            for status in (SmsStatus.QUEUED, SmsStatus.SENDING):
+                if len(ids) >= limit:
+                    break
+                due = (
+                    select(col(OutboundSms.id))
+                    .where(
+                        col(OutboundSms.status) == status,
+                        col(OutboundSms.next_attempt_at) <= now,
+                    )
+                    .order_by(col(OutboundSms.next_attempt_at))
+                    .limit(limit - len(ids))
                 )
-            ]
+                if postgres:
+                    due = due.with_for_update(skip_locked=True)
+                ids.extend(_id(i) for i in session.scalars(due))
             if not ids:
                 return []
             session.execute(
                 update(OutboundSms)
-                .where(col(OutboundSms.id).in_(ids))
+                .where(
+                    col(OutboundSms.id).in_(ids),
+                    col(OutboundSms.status).in_((SmsStatus.QUEUED, SmsStatus.SENDING)),
+                    col(OutboundSms.next_attempt_at) <= now,
+                )
                 .values(
                     status=SmsStatus.SENDING,
                     next_attempt_at=lease_until,
@@ -354,15 +367,21 @@ class Store:
                     updated_at=now,
                 )
             )
-            session.add_all(SmsEvent(sms_id=i, status=SmsStatus.SENDING, at=now) for i in ids)
-            session.commit()
             claimed = list(
                 session.scalars(
                     select(OutboundSms)
-                    .where(col(OutboundSms.id).in_(ids))
+                    .where(
+                        col(OutboundSms.id).in_(ids),
+                        col(OutboundSms.status) == SmsStatus.SENDING,
+                        col(OutboundSms.next_attempt_at) == lease_until,
+                    )
                     .order_by(col(OutboundSms.id))
                 )
             )
+            session.add_all(
+                SmsEvent(sms_id=_id(row.id), status=SmsStatus.SENDING, at=now) for row in claimed
+            )
+            session.commit()
             for row in claimed:
                 session.expunge(row)
             return claimed

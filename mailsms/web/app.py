@@ -1,5 +1,5 @@
 """The ASGI application (Starlette), served by uvicorn on the gateway's
-own event loop.
+own event loop: health checks and carrier webhooks.
 
 Every answer is JSON, errors included (``{"error": ...}``), and no
 traceback ever reaches a client.
@@ -17,11 +17,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mailsms.store.runner import DbRunner
+from mailsms.web.webhooks import WebhookContext, make_webhook_endpoint
 
 log = logging.getLogger(__name__)
 
 
-def create_app(runner: DbRunner, listener_ready: Callable[[], bool]) -> Starlette:
+def create_app(
+    runner: DbRunner,
+    listener_ready: Callable[[], bool],
+    webhooks: WebhookContext | None = None,
+) -> Starlette:
     async def healthz(request: Request) -> Response:
         """Liveness: the process answers."""
         return JSONResponse({"status": "ok"})
@@ -50,10 +55,19 @@ def create_app(runner: DbRunner, listener_ready: Callable[[], bool]) -> Starlett
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error"}, status_code=500)
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if webhooks is not None:
+        routes.append(
+            Route(
+                "/webhooks/{carrier}/{kind}",
+                make_webhook_endpoint(webhooks),
+                methods=["POST"],
+            )
+        )
     return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -134,3 +134,30 @@ def test_taken_port_stops_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"mailsms: cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_preview_prints_the_sms_as_sent(cli: CliRunner) -> None:
+    raw = (
+        b"From: alice@corp.example\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"\r\nIt\xe2\x80\x99s ready \xe2\x80\x94 come by.\r\n\r\n-- \r\nAlice\r\n"
+    )
+    human = cli.invoke(app, ["preview", "-"], input=raw)
+    assert human.exit_code == 0, human.output
+    assert "It's ready - come by." in human.output
+    as_json = cli.invoke(app, ["preview", "-", "--json"], input=raw)
+    report = json.loads(as_json.output)
+    assert report["texts"] == ["It's ready - come by."]
+    assert report["encoding"] == "GSM-7"
+    assert report["segments"] == 1
+    assert "signature" in report["stripped"]
+    assert set(report["transliterated"]) == {"\u2019", "\u2014"}
+
+
+def test_preview_of_an_empty_mail_exits_1_with_the_reason(cli: CliRunner, tmp_path: Path) -> None:
+    eml = tmp_path / "empty.eml"
+    eml.write_bytes(b"From: a@corp.example\r\nSubject: x\r\n\r\n-- \r\nsig\r\n")
+    result = cli.invoke(app, ["preview", str(eml)])
+    assert result.exit_code == 1
+    assert "Not sent" in result.output
+    missing = cli.invoke(app, ["preview", str(tmp_path / "nope.eml")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output

@@ -178,7 +178,7 @@ class SmtpSink:
         self._server = await loop.create_server(
             factory,
             host=self.host,
-            port=0,
+            port=self.port,  # 0 (the default): an ephemeral port
             ssl=tls_context if self.tls == "tls" else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]

@@ -94,6 +94,9 @@ class RecordedRequest:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog of 5 resets connections when a
+    # dispatcher opens 20 at once; a real API endpoint would not.
+    request_queue_size = 128
     fake: FakeTwilio
 
 
