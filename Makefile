@@ -47,3 +47,26 @@ test: lint system-deps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# `make bench`: mailsms against the bare aiosmtpd ceiling (tests/bench),
+# ~8 minutes on 2 cores; `make bench BENCH_ARGS=--quick` for ~4.  Installs
+# Postfix's smtp-source when missing (root + apt); Postfix is left
+# unconfigured ("No configuration") and not running, so nothing takes port 25.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: install
+	@if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing postfix for smtp-source (unconfigured, not started)"; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends postfix >/dev/null; \
+	    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	      systemctl disable --now postfix >/dev/null 2>&1 || true; \
+	    fi; \
+	    postfix status >/dev/null 2>&1 && postfix stop || true; \
+	  else \
+	    echo "smtp-source missing and not root: using the built-in asyncio load generator"; \
+	  fi; \
+	fi
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)

@@ -20,17 +20,57 @@ from email.utils import getaddresses
 
 from email_validator import EmailNotValidError, validate_email
 
+from mailsms.trust.dmarc import organizational_domain
+
 # RFC 3834 section 5: any Auto-Submitted value other than "no" marks mail
 # that was generated automatically.  Precedence is the older convention
 # (RFC 2076) that mailing lists and vacation programs still set.
 _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 
 
+# Free-mail providers: anyone can open an account there, so registering the
+# whole domain (``@gmail.com``) would let the whole world text through us.
+# Exact registrable domains, and brands registered under many TLDs
+# (``gmx.de``, ``yandex.com.tr``, ``yahoo.co.uk``) matched by their first label.
+FREEMAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
+        "msn.com", "passport.com", "yahoo.com", "ymail.com", "rocketmail.com",
+        "icloud.com", "me.com", "mac.com", "aol.com", "aim.com", "web.de",
+        "freenet.de", "t-online.de", "mail.ru", "inbox.ru", "list.ru", "bk.ru",
+        "rambler.ru", "ya.ru", "proton.me", "protonmail.com", "protonmail.ch",
+        "pm.me", "zoho.com", "zohomail.com", "mail.com", "email.com", "gmx.com",
+        "tutanota.com", "tutanota.de", "tuta.io", "tuta.com", "fastmail.com",
+        "fastmail.fm", "hushmail.com", "qq.com", "163.com", "126.com", "yeah.net",
+        "sina.com", "naver.com", "daum.net", "hanmail.net", "rediffmail.com",
+        "libero.it", "virgilio.it", "orange.fr", "wanadoo.fr", "laposte.net",
+        "free.fr", "sfr.fr", "seznam.cz", "wp.pl", "o2.pl", "interia.pl",
+        "onet.pl", "abv.bg", "mailbox.org", "posteo.de", "posteo.net",
+        "disroot.org", "cock.li", "guerrillamail.com", "mailinator.com",
+        "yopmail.com", "10minutemail.com", "temp-mail.org",
+    }
+)  # fmt: skip
+FREEMAIL_BRANDS = frozenset({"gmx", "yahoo", "yandex", "hotmail", "outlook", "live"})
+
+
+def freemail_reason(domain: str) -> str | None:
+    """Why ``domain`` must not be registered as a whole domain, or None."""
+    registrable = organizational_domain(domain)
+    brand = registrable.split(".", 1)[0]
+    if registrable in FREEMAIL_DOMAINS or brand in FREEMAIL_BRANDS:
+        return (
+            f"@{domain} is a free-mail domain ({registrable}): anyone can get an address "
+            "there, so it cannot be registered as a whole domain; register the exact "
+            "addresses instead"
+        )
+    return None
+
+
 class SenderError(ValueError):
     """An address cannot be registered; ``reason`` is shown to the admin."""
 
 
-def normalise_sender_entry(entry: str) -> str:
+def normalise_sender_entry(entry: str, *, refuse_freemail: bool = True) -> str:
     """Validate and normalise an allow-list entry (address or ``@domain``).
 
     Uses email-validator for the syntax (and IDNA for the domain) without a
@@ -42,7 +82,12 @@ def normalise_sender_entry(entry: str) -> str:
             checked = validate_email(f"postmaster{entry}", check_deliverability=False)
         except EmailNotValidError as exc:
             raise SenderError(f"{entry!r} is not a valid domain: {exc}") from None
-        return "@" + checked.ascii_domain.lower()
+        domain = checked.ascii_domain.lower()
+        # Removing an old entry must stay possible, hence the switch.
+        reason = freemail_reason(domain) if refuse_freemail else None
+        if reason is not None:
+            raise SenderError(reason)
+        return "@" + domain
     try:
         checked = validate_email(entry, check_deliverability=False)
     except EmailNotValidError as exc:

@@ -1,24 +1,61 @@
-"""Starting the SMTP listener on the application's own event loop.
+"""Starting the SMTP listeners on the application's own event loop.
 
 aiosmtpd's threaded ``Controller`` would run a second loop in a second
 thread; the gateway instead hands ``loop.create_server`` a protocol factory,
 so SMTP sessions, the dispatcher and the HTTP side share one loop and one
 set of resources (RFC 5321 server, ESMTP SIZE per RFC 1870).
+
+Two listeners can run side by side:
+
+- the main one (``MAILSMS_SMTP_PORT``) offers STARTTLS (RFC 3207) when a
+  certificate is configured, and can require it (``MAILSMS_REQUIRE_STARTTLS``);
+- the optional implicit-TLS submission port (``MAILSMS_SUBMISSIONS_PORT``,
+  RFC 8314 section 3.3) is a second ``loop.create_server(..., ssl=context)``
+  on the same loop: TLS from the first byte, no STARTTLS inside it.
+
+SMTP AUTH (RFC 4954; PLAIN per RFC 4616 and LOGIN) is only offered and only
+accepted on an encrypted session: after STARTTLS, or on the implicit-TLS
+port.  Anywhere else ``AUTH`` gets ``538 5.7.11``.  aiosmtpd's
+``authenticator`` callback is synchronous, and checking a password means a
+database read plus one scrypt (tens of milliseconds of CPU) that would stall
+every session sharing the loop, so :class:`GatewaySMTP` implements the two
+mechanisms itself and awaits :meth:`GatewayHandler.check_credentials`,
+which runs both off the loop.  A session gets three attempts; the third
+failure closes it (``421 4.7.0``).  Credentials are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AnyStr
+import binascii
+import ssl
+from base64 import b64decode
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
+from mailsms.smtp import codes
 from mailsms.smtp.codes import LIBRARY_REPLIES
 from mailsms.smtp.handler import GatewayHandler
 
+MAX_AUTH_FAILURES = 3
+
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP protocol with enhanced status codes on every reply."""
+    """aiosmtpd's SMTP protocol with enhanced status codes on every reply,
+    and asynchronous, TLS-only AUTH PLAIN/LOGIN."""
+
+    def __init__(self, handler: GatewayHandler, *, implicit_tls: bool = False, **kw: Any) -> None:
+        super().__init__(handler, **kw)
+        self.implicit_tls = implicit_tls
+        self._gateway_handler = handler
+        self._auth_failures = 0
+
+    @property
+    def encrypted(self) -> bool:
+        """True when this session runs over TLS (STARTTLS done, or the
+        implicit-TLS port)."""
+        return self.implicit_tls or self._tls_protocol is not None
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
@@ -27,6 +64,95 @@ class GatewaySMTP(SMTP):
                     status = replacement
                     break
         await super().push(status)
+
+    # --- AUTH mechanisms (RFC 4954) -------------------------------------------
+    # aiosmtpd calls these as ``method(self, args)`` on the bound method, hence
+    # the ignored first argument; ``args`` is ["PLAIN", initial-response?].
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if not self.encrypted:
+            return await self._refuse_plaintext()
+        blob = await self._initial_or_challenge(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        # RFC 4616: [authzid] NUL authcid NUL passwd
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the AUTH PLAIN response")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            # Acting for someone else (proxy authorisation) is not offered.
+            return await self._failed()
+        return await self._check(login, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if not self.encrypted:
+            return await self._refuse_plaintext()
+        login = await self._initial_or_challenge(args, self.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._challenge(self.AuthLoginPasswordChallenge)
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._check(login, password)
+
+    async def _initial_or_challenge(self, args: list[str], challenge: str) -> bytes | None:
+        if len(args) == 1:
+            return await self._challenge(challenge)
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Cannot decode base64")
+            return None
+
+    async def _challenge(self, challenge: str) -> bytes | None:
+        # challenge_auth pushes its own 501 on '*' or bad base64, and never
+        # logs the client's answer unless asked to (we never ask).
+        answer = await self.challenge_auth(challenge)
+        return None if answer is MISSING else bytes(answer)
+
+    async def _check(self, login: bytes, password: bytes) -> AuthResult:
+        identity = await self._gateway_handler.check_credentials(login, password)
+        if identity is None:
+            return await self._failed()
+        return AuthResult(success=True, auth_data=identity)
+
+    async def _failed(self) -> AuthResult:
+        self._auth_failures += 1
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            await self.push(
+                "421 4.7.0 Too many failed authentication attempts; closing connection"
+            )
+            if self.transport is not None:
+                self.transport.close()
+            return AuthResult(success=False, handled=True)
+        # handled=False: aiosmtpd pushes ``message`` (AuthResult defaults to
+        # handled=True, which would leave the client waiting for a reply).
+        return AuthResult(
+            success=False,
+            handled=False,
+            message=codes.BAD_CREDENTIALS.reply("Authentication credentials invalid"),
+        )
+
+    async def _refuse_plaintext(self) -> AuthResult:
+        # Defence in depth: aiosmtpd already refuses AUTH before TLS on the
+        # main port (auth_require_tls); the implicit-TLS port sets it off.
+        await self.push(
+            codes.ENCRYPTION_REQUIRED.reply("Encryption required for requested authentication")
+        )
+        return AuthResult(success=False, handled=True)
+
+
+def make_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+, RFC 8314 section 4.1 and RFC 8996).
+
+    Raises ``OSError`` or ``ssl.SSLError`` for unreadable or invalid files;
+    the app turns that into one start-up line.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 async def start_smtp(
@@ -37,20 +163,38 @@ async def start_smtp(
     hostname: str,
     data_size_limit: int,
     idle_timeout: float,
+    tls_context: ssl.SSLContext | None = None,
+    require_starttls: bool = False,
+    implicit_tls: bool = False,
 ) -> asyncio.Server:
-    """Bind the listener; returns the server (its sockets tell the port)."""
+    """Bind one listener; returns the server (its sockets tell the port).
+
+    ``implicit_tls``: the whole connection is TLS (``tls_context`` required);
+    otherwise ``tls_context`` enables STARTTLS.
+    """
     loop = asyncio.get_running_loop()
+    if implicit_tls and tls_context is None:
+        raise ValueError("implicit TLS needs a TLS context")
 
     def factory() -> SMTP:
         return GatewaySMTP(
             handler,
+            implicit_tls=implicit_tls,
             data_size_limit=data_size_limit,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
             ident="mailsms ESMTP",
             timeout=idle_timeout,
+            # No STARTTLS inside implicit TLS (RFC 8314 section 3.3).
+            tls_context=None if implicit_tls else tls_context,
+            require_starttls=require_starttls and not implicit_tls,
+            # On the implicit-TLS port the socket itself is TLS, which
+            # aiosmtpd cannot see; GatewaySMTP checks ``encrypted`` itself.
+            auth_require_tls=not implicit_tls,
             loop=loop,
         )
 
+    if implicit_tls:
+        return await loop.create_server(factory, host=host, port=port, ssl=tls_context)
     return await loop.create_server(factory, host=host, port=port)

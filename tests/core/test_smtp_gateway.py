@@ -312,19 +312,27 @@ async def test_concurrent_sessions_are_all_committed_and_sent(
     assert sorted(r["text"] for r in records) == sorted(f"message {i}" for i in range(30))
 
 
-async def test_several_recipients_get_one_sms_each(gateway: Gateway, settings: Settings) -> None:
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
-        await client.send_message(
-            simple_message("to all"),
-            recipients=[
-                f"4155551212@{DOMAIN}",
-                f"+447911123456@{DOMAIN}",
-                f"(415)555-1212@{DOMAIN}",  # the same phone again: texted once
-            ],
-        )
-    records = await wait_outbox(settings.console_outbox, 2)
-    await asyncio.sleep(0.2)
-    records = read_outbox(settings.console_outbox)
+async def test_several_recipients_get_one_sms_each(settings: Settings) -> None:
+    # +44 7911 is Guernsey (GG); only the default region is allowed by default.
+    settings = settings.model_copy(update={"allowed_countries": "GG,US"})
+    prepare_store(settings)
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+            await client.send_message(
+                simple_message("to all"),
+                recipients=[
+                    f"4155551212@{DOMAIN}",
+                    f"+447911123456@{DOMAIN}",
+                    f"(415)555-1212@{DOMAIN}",  # the same phone again: texted once
+                ],
+            )
+        records = await wait_outbox(settings.console_outbox, 2)
+        await asyncio.sleep(0.2)
+        records = read_outbox(settings.console_outbox)
+    finally:
+        await gateway.stop()
     assert sorted(r["to"] for r in records) == ["+14155551212", "+447911123456"]
 
 
