@@ -1,0 +1,3 @@
+from tests.bench.harness import main
+
+raise SystemExit(main())

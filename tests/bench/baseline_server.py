@@ -1,0 +1,58 @@
+"""The ceiling: a bare aiosmtpd server whose handler only answers 250.
+
+Started the way mailsms starts its listener (``loop.create_server`` with an
+``aiosmtpd.smtp.SMTP`` protocol factory, same options), in its own process
+(``python -m tests.bench.baseline_server``); prints ``READY <port>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+
+class AcceptAll:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 2.0.0 OK"
+
+
+async def run(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    handler = AcceptAll()
+
+    def factory() -> SMTP:
+        return SMTP(
+            handler,
+            data_size_limit=10 * 1024 * 1024,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname="sms.localhost",
+            ident="baseline ESMTP",
+            timeout=300,
+            loop=loop,
+        )
+
+    server = await loop.create_server(factory, host="127.0.0.1", port=port)
+    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Processes the harness starts and stops: the gateway (``python -m mailsms
+serve``), the bare aiosmtpd baseline and the fake carrier; plus /proc
+readings (peak RSS, CPU time) for a pid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of a live process, in KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_smtp(port: int, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Wait until something on ``port`` greets with 220."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(512).startswith(b"220"):
+                    sock.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered SMTP on 127.0.0.1:{port} within {timeout}s")
+
+
+class Managed:
+    """A child process with a pid, stopped with SIGTERM (then SIGKILL)."""
+
+    proc: subprocess.Popen[Any]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak_rss_mib(self) -> float:
+        return proc_status_kib(self.pid, "VmHWM") / 1024
+
+    def rss_mib(self) -> float:
+        return proc_status_kib(self.pid, "VmRSS") / 1024
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __enter__(self) -> Managed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ReadyProcess(Managed):
+    """A helper module that prints ``READY <port>`` once it listens."""
+
+    def __init__(self, module: str) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", module],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "READY":
+            self.stop()
+            raise RuntimeError(f"{module} did not start: {line}")
+        self.port = int(line[1])
+
+
+class FakeCarrier(ReadyProcess):
+    def __init__(self) -> None:
+        super().__init__("tests.bench.fake_carrier")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _get(self, path: str, method: str = "GET") -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url + path, method=method, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/stats")
+
+    def reset(self) -> None:
+        self._get("/reset", "POST")
+
+    def wait_count(self, n: int, timeout: float, poll: float = 0.05) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats["count"] >= n or time.monotonic() > deadline:
+                return stats
+            time.sleep(poll)
+
+
+class Baseline(ReadyProcess):
+    def __init__(self) -> None:
+        super().__init__("tests.bench.baseline_server")
+
+
+def mailsms_env(database_url: str, **settings: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")}
+    env["MAILSMS_DATABASE_URL"] = database_url
+    for key, value in settings.items():
+        env[f"MAILSMS_{key.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+def mailsms_cli(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [PYTHON, "-m", "mailsms", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+class GatewayProcess(Managed):
+    """``python -m mailsms serve`` with MAILSMS_* settings; stderr to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.smtp_port = free_port()
+        env = {
+            **env,
+            "MAILSMS_SMTP_PORT": str(self.smtp_port),
+            "MAILSMS_HTTP_PORT": str(free_port()),
+        }
+        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "mailsms", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.log_path = log_path
+        try:
+            wait_smtp(self.smtp_port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(
+                "gateway did not start: " + log_path.read_text(errors="replace")[-800:]
+            ) from None
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(OSError):
+            self._log.close()
