@@ -30,7 +30,7 @@ from mailsms.mail.transport import TransportConfig, make_transport
 from mailsms.retry import RetryPolicy
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
 from mailsms.smtp.server import make_tls_context, start_smtp
-from mailsms.store import DbRunner, GroupCommitter, Store, make_engine, migrate
+from mailsms.store import DbRunner, Store, group_committer, make_engine, migrate
 from mailsms.text import TextOptions
 from mailsms.web.app import create_app
 from mailsms.web.webhooks import WebhookContext
@@ -119,7 +119,7 @@ class Gateway:
             ),
         )
         self.dispatcher = dispatcher
-        committer = GroupCommitter(
+        committer = group_committer(
             runner, on_commit=dispatcher.notify if settings.dispatcher_enabled else None
         )
         committer.start()

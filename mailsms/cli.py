@@ -138,6 +138,10 @@ def serve(ctx: typer.Context, config: ConfigOption = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.log_level != "DEBUG":
+        # aiosmtpd logs every SMTP command at INFO: noise, and at load it
+        # costs more than the commands themselves.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         asyncio.run(run_gateway(settings))
     except SettingsError as exc:

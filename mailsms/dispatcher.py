@@ -22,7 +22,8 @@ from mailsms.errors import PermanentFailure, TemporaryFailure
 from mailsms.retry import RetryPolicy, next_attempt
 from mailsms.store.models import OutboundSms as SmsRow
 from mailsms.store.models import SmsStatus
-from mailsms.store.runner import DbRunner
+from mailsms.store.queries import SmsOutcome
+from mailsms.store.runner import Batcher, DbRunner
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Outcomes of concurrent hand-overs share one transaction.
+        self._recorder: Batcher[SmsOutcome, None] = Batcher(
+            runner, runner.store.record_outcomes, name="dispatch-record"
+        )
         self.on_final: Callable[[], None] | None = None
         """Called after an SMS ended failed or expired (a bounce is due)."""
 
@@ -69,6 +74,7 @@ class Dispatcher:
         self._wakeup.set()
 
     def start(self) -> None:
+        self._recorder.start()
         self._task = asyncio.create_task(self._run(), name="mailsms-dispatcher")
 
     async def stop(self) -> None:
@@ -82,6 +88,7 @@ class Dispatcher:
             self._task = None
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self._send_timeout + 5)
+        await self._recorder.stop()
 
     async def _run(self) -> None:
         while True:
@@ -129,12 +136,7 @@ class Dispatcher:
         except PermanentFailure as exc:
             log.warning("SMS %s to %s failed: %s", row.uid, row.to_number, exc)
             await self._record(
-                self._runner.store.record_final,
-                row.id,
-                status=SmsStatus.FAILED,
-                error=exc.message,
-                code=exc.code,
-                now=self._clock(),
+                SmsOutcome.final(row.id, SmsStatus.FAILED, exc.message, exc.code, self._clock())
             )
             self._final()
         except (TemporaryFailure, TimeoutError) as exc:
@@ -148,7 +150,8 @@ class Dispatcher:
 
     async def _sent(self, row: SmsRow, result: SendResult) -> None:
         assert row.id is not None
-        log.info(
+        # DEBUG: at full speed a line per SMS costs more than the hand-over.
+        log.debug(
             "SMS %s to %s handed to %s as %s",
             row.uid,
             row.to_number,
@@ -156,12 +159,9 @@ class Dispatcher:
             result.carrier_id,
         )
         await self._record(
-            self._runner.store.record_sent,
-            row.id,
-            carrier=self._carrier.name,
-            carrier_id=result.carrier_id,
-            status=result.status,
-            now=self._clock(),
+            SmsOutcome.sent(
+                row.id, self._carrier.name, result.carrier_id, result.status, self._clock()
+            )
         )
 
     async def _retry_later(self, row: SmsRow, exc: BaseException) -> None:
@@ -194,12 +194,13 @@ class Dispatcher:
                 error,
             )
             await self._record(
-                self._runner.store.record_final,
-                row.id,
-                status=SmsStatus.EXPIRED,
-                error=f"gave up after {row.attempts} attempts: {error}",
-                code=code,
-                now=now,
+                SmsOutcome.final(
+                    row.id,
+                    SmsStatus.EXPIRED,
+                    f"gave up after {row.attempts} attempts: {error}",
+                    code,
+                    now,
+                )
             )
             self._final()
             return
@@ -210,22 +211,15 @@ class Dispatcher:
             error,
             when.isoformat(timespec="seconds"),
         )
-        await self._record(
-            self._runner.store.record_retry,
-            row.id,
-            error=error,
-            code=code,
-            next_attempt_at=when,
-            now=now,
-        )
+        await self._record(SmsOutcome.retry(row.id, error, code, when, now))
 
     def _final(self) -> None:
         if self.on_final is not None:
             self.on_final()
 
-    async def _record(self, fn: Callable[..., None], *args: object, **kwargs: object) -> None:
+    async def _record(self, outcome: SmsOutcome) -> None:
         try:
-            await self._runner.call(fn, *args, **kwargs)
+            await self._recorder.submit(outcome)
         except Exception:
             # The row keeps its lease; when it runs out the SMS is claimed
             # again, and the carrier's idempotency key prevents a double send.

@@ -6,16 +6,18 @@ models.  SQLite by default, PostgreSQL by URL.
 
 from mailsms.store.db import make_engine, migrate
 from mailsms.store.queries import AcceptedEmail, EnqueueOutcome, NewSms, Store, StoreError
-from mailsms.store.runner import DbRunner, GroupCommitter
+from mailsms.store.runner import Batcher, DbRunner, GroupCommitter, group_committer
 
 __all__ = [
     "AcceptedEmail",
+    "Batcher",
     "DbRunner",
     "EnqueueOutcome",
     "GroupCommitter",
     "NewSms",
     "Store",
     "StoreError",
+    "group_committer",
     "make_engine",
     "migrate",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -109,6 +109,48 @@ class EnqueueOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class SmsOutcome:
+    """What one hand-over to a carrier came to (see Store.record_outcomes)."""
+
+    sms_id: int
+    status: str
+    now: datetime
+    detail: str | None = None
+    carrier: str | None = None
+    carrier_id: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    next_attempt_at: datetime | None = None
+
+    @classmethod
+    def sent(
+        cls, sms_id: int, carrier: str, carrier_id: str, status: str, now: datetime
+    ) -> SmsOutcome:
+        return cls(sms_id, status, now, f"{carrier} id {carrier_id}", carrier, carrier_id)
+
+    @classmethod
+    def retry(
+        cls, sms_id: int, error: str, code: str | None, when: datetime, now: datetime
+    ) -> SmsOutcome:
+        detail = f"retry at {when:%Y-%m-%d %H:%M:%S}: {error}"
+        return cls(
+            sms_id,
+            SmsStatus.QUEUED,
+            now,
+            detail,
+            error=error,
+            error_code=code,
+            next_attempt_at=when,
+        )
+
+    @classmethod
+    def final(
+        cls, sms_id: int, status: str, error: str, code: str | None, now: datetime
+    ) -> SmsOutcome:
+        return cls(sms_id, status, now, error, error=error, error_code=code)
+
+
+@dataclass(frozen=True, slots=True)
 class NumberRow:
     number: str
     sender: str | None
@@ -196,12 +238,14 @@ class Store(AbuseQueries):
     # --- accepting mail ---------------------------------------------------
     def enqueue(self, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
         """Commit a batch of accepted emails and their SMS in ONE transaction
-        (group commit); fall back to one transaction each when a duplicate
-        Message-ID makes the batch conflict, so one retry never costs the
-        others their commit."""
+        (group commit), with a handful of set-based statements for the whole
+        batch rather than a round of ORM flushes per message.  When a
+        concurrent instance commits the same Message-ID first (a unique-key
+        race), fall back to one transaction per email, so one duplicate never
+        costs the others their commit."""
         try:
             with Session(self.engine) as session:
-                outcomes = [self._insert(session, item) for item in batch]
+                outcomes = _insert_batch(session, batch)
                 session.commit()
                 return outcomes
         except IntegrityError:
@@ -210,106 +254,22 @@ class Store(AbuseQueries):
         for item in batch:
             try:
                 with Session(self.engine) as session:
-                    outcome = self._insert(session, item)
+                    [outcome] = _insert_batch(session, [item])
                     session.commit()
             except IntegrityError:
                 outcome = self._existing(item)
             results.append(outcome)
         return results
 
-    def _allocate(
-        self, session: Session, item: AcceptedEmail, phone: str, email_id: int
-    ) -> str | None:
-        """Pick the from-number for (sender, phone) and record the
-        conversation, inside the enqueue transaction so two senders cannot
-        claim one pair at once."""
-        existing = list(
-            session.scalars(select(Conversation).where(col(Conversation.phone) == phone))
-        )
-        number = allocate_number(
-            sender=item.from_address,
-            phone=phone,
-            own=item.own_number,
-            pool=item.pool,
-            default_from=item.default_from,
-            conversations=[PairUse(c.number, c.sender, c.updated_at) for c in existing],
-        )
-        if number is None:
-            return None
-        pair = next((c for c in existing if c.number == number), None)
-        if pair is None:
-            pair = Conversation(
-                number=number, phone=phone, sender=item.from_address, updated_at=item.received_at
-            )
-        pair.sender = item.from_address
-        pair.email_id = email_id
-        pair.updated_at = item.received_at
-        session.add(pair)
-        return number
-
     def _existing(self, item: AcceptedEmail) -> EnqueueOutcome:
         with Session(self.engine) as session:
-            email = session.scalars(
-                select(InboundEmail).where(
+            email_id = session.scalars(
+                select(col(InboundEmail.id)).where(
                     col(InboundEmail.from_address) == item.from_address,
                     col(InboundEmail.message_id) == item.message_id,
                 )
             ).one()
-            assert email.id is not None
-            uids = session.scalars(
-                select(col(OutboundSms.uid)).where(col(OutboundSms.email_id) == email.id)
-            )
-            return EnqueueOutcome(email.id, tuple(uids), duplicate=True)
-
-    def _insert(self, session: Session, item: AcceptedEmail) -> EnqueueOutcome:
-        email = InboundEmail(
-            message_id=item.message_id,
-            mail_from=item.mail_from,
-            from_address=item.from_address,
-            subject=item.subject,
-            received_at=item.received_at,
-            peer=item.peer,
-            size=item.size,
-            recipients=len(item.sms),
-            disposition=item.disposition,
-            reason=item.reason,
-            attachments=item.attachments,
-            thread_references=item.thread_references,
-            headers=item.headers,
-            auth_results=item.auth_results,
-        )
-        session.add(email)
-        session.flush()
-        assert email.id is not None
-        numbers = {
-            sms.to_number: sms.from_number or self._allocate(session, item, sms.to_number, email.id)
-            for sms in item.sms
-        }
-        rows = [
-            OutboundSms(
-                uid=uuid.uuid4().hex,
-                email_id=email.id,
-                sender=item.from_address,
-                to_number=sms.to_number,
-                from_number=numbers[sms.to_number],
-                text=sms.text,
-                encoding=sms.encoding,
-                segments=sms.segments,
-                status=SmsStatus.QUEUED,
-                next_attempt_at=item.received_at,
-                deadline_at=item.deadline_at,
-                created_at=item.received_at,
-                updated_at=item.received_at,
-            )
-            for sms in item.sms
-        ]
-        session.add_all(rows)
-        session.flush()
-        session.add_all(
-            SmsEvent(sms_id=_id(row.id), status=SmsStatus.QUEUED, at=item.received_at)
-            for row in rows
-        )
-        return EnqueueOutcome(email.id, tuple(row.uid for row in rows), duplicate=False)
+            return _duplicate(session, _id(email_id))
 
     def find_duplicate(self, from_address: str, message_id: str) -> bool:
         with Session(self.engine) as session:
@@ -386,50 +346,56 @@ class Store(AbuseQueries):
                 session.expunge(row)
             return claimed
 
+    def record_outcomes(self, outcomes: Sequence[SmsOutcome]) -> list[None]:
+        """Record what became of a batch of hand-overs in ONE transaction
+        (the dispatcher's group commit): status, carrier id or error, next
+        attempt, a bounce mark for final failures, and one event each."""
+        with Session(self.engine) as session:
+            for outcome in outcomes:
+                values: dict[str, object] = {"status": outcome.status, "updated_at": outcome.now}
+                if outcome.carrier_id is not None:
+                    values.update(
+                        carrier=outcome.carrier,
+                        carrier_id=outcome.carrier_id,
+                        error=None,
+                        error_code=None,
+                    )
+                if outcome.error is not None:
+                    values.update(error=outcome.error, error_code=outcome.error_code)
+                if outcome.next_attempt_at is not None:
+                    values["next_attempt_at"] = outcome.next_attempt_at
+                if outcome.status in SmsStatus.BOUNCING:
+                    values["bounce"] = "pending"
+                session.execute(
+                    update(OutboundSms)
+                    .where(col(OutboundSms.id) == outcome.sms_id)
+                    .values(**values)
+                )
+            if outcomes:
+                session.execute(
+                    insert(_EVENTS),
+                    [
+                        {"sms_id": o.sms_id, "status": o.status, "at": o.now, "detail": o.detail}
+                        for o in outcomes
+                    ],
+                )
+            session.commit()
+        return [None] * len(outcomes)
+
     def record_sent(
         self, sms_id: int, *, carrier: str, carrier_id: str, status: str, now: datetime
     ) -> None:
-        self._set_status(
-            sms_id,
-            status,
-            now,
-            detail=f"{carrier} id {carrier_id}",
-            carrier=carrier,
-            carrier_id=carrier_id,
-            error=None,
-            error_code=None,
-        )
+        self.record_outcomes([SmsOutcome.sent(sms_id, carrier, carrier_id, status, now)])
 
     def record_retry(
         self, sms_id: int, *, error: str, code: str | None, next_attempt_at: datetime, now: datetime
     ) -> None:
-        self._set_status(
-            sms_id,
-            SmsStatus.QUEUED,
-            now,
-            detail=f"retry at {next_attempt_at:%Y-%m-%d %H:%M:%S}: {error}",
-            next_attempt_at=next_attempt_at,
-            error=error,
-            error_code=code,
-        )
+        self.record_outcomes([SmsOutcome.retry(sms_id, error, code, next_attempt_at, now)])
 
     def record_final(
         self, sms_id: int, *, status: str, error: str, code: str | None, now: datetime
     ) -> None:
-        bounce = {"bounce": "pending"} if status in SmsStatus.BOUNCING else {}
-        self._set_status(sms_id, status, now, detail=error, error=error, error_code=code, **bounce)
-
-    def _set_status(
-        self, sms_id: int, status: str, now: datetime, *, detail: str | None, **values: object
-    ) -> None:
-        with Session(self.engine) as session:
-            session.execute(
-                update(OutboundSms)
-                .where(col(OutboundSms.id) == sms_id)
-                .values(status=status, updated_at=now, **values)
-            )
-            session.add(SmsEvent(sms_id=sms_id, status=status, at=now, detail=detail))
-            session.commit()
+        self.record_outcomes([SmsOutcome.final(sms_id, status, error, code, now)])
 
     # --- reading ----------------------------------------------------------
     def list_sms(self, status: str | None = None, limit: int = 100) -> list[OutboundSms]:
@@ -812,6 +778,225 @@ class Store(AbuseQueries):
             if status is not None:
                 query = query.where(col(OutboundMail.status) == status)
             return list(session.scalars(query.limit(limit)))
+
+
+# --- group-commit insert ------------------------------------------------------
+_EMAILS = InboundEmail.__table__  # type: ignore[attr-defined]
+_SMS = OutboundSms.__table__  # type: ignore[attr-defined]
+_EVENTS = SmsEvent.__table__  # type: ignore[attr-defined]
+_PAIRS = Conversation.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _Pair:
+    """A conversation as the batch sees it (loaded or allocated in it)."""
+
+    number: str
+    sender: str
+    email_id: int | None
+    updated_at: datetime
+    row_id: int | None
+    dirty: bool = False
+
+
+def _duplicate(session: Session, email_id: int) -> EnqueueOutcome:
+    uids = session.scalars(
+        select(col(OutboundSms.uid)).where(col(OutboundSms.email_id) == email_id)
+    )
+    return EnqueueOutcome(email_id, tuple(uids), duplicate=True)
+
+
+def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
+    """Insert emails, allocate from-numbers, record conversations, insert
+    SMS and their first events: five statements for the whole batch."""
+    # 1. Message-IDs already stored, or repeated inside this batch.
+    keys = list({(item.from_address, item.message_id) for item in batch})
+    stored: dict[tuple[str, str], int] = {}
+    for start in range(0, len(keys), 200):
+        chunk = keys[start : start + 200]
+        found = session.execute(
+            select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
+                tuple_(_EMAILS.c.from_address, _EMAILS.c.message_id).in_(chunk)
+            )
+        )
+        stored.update({(a, m): i for a, m, i in found})
+    fresh: list[int] = []
+    first_of: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(batch):
+        key = (item.from_address, item.message_id)
+        if key not in stored and key not in first_of:
+            first_of[key] = index
+            fresh.append(index)
+
+    # 2. The emails, ids back in parameter order.
+    email_ids: dict[int, int] = {}
+    if fresh:
+        result = session.execute(
+            insert(_EMAILS).returning(_EMAILS.c.id, sort_by_parameter_order=True),
+            [_email_values(batch[i]) for i in fresh],
+        )
+        email_ids = dict(zip(fresh, (row[0] for row in result), strict=True))
+
+    # 3. From-numbers: one read of the conversations of every phone in the
+    # batch, then allocation in order, so later emails see earlier ones.
+    phones = {sms.to_number for i in fresh for sms in batch[i].sms if sms.from_number is None}
+    pairs: dict[str, dict[str, _Pair]] = {phone: {} for phone in phones}
+    ordered = sorted(phones)
+    for start in range(0, len(ordered), 500):
+        phone_chunk = ordered[start : start + 500]
+        for row in session.execute(select(_PAIRS).where(_PAIRS.c.phone.in_(phone_chunk))):
+            pairs[row.phone][row.number] = _Pair(
+                row.number, row.sender, row.email_id, row.updated_at, row.id
+            )
+    sms_values: list[dict[str, object]] = []
+    uids_of: dict[int, list[str]] = {}
+    for index in fresh:
+        item, email_id = batch[index], email_ids[index]
+        chosen: dict[str, str | None] = {}
+        for sms in item.sms:
+            number = sms.from_number
+            if number is None:
+                if sms.to_number not in chosen:
+                    chosen[sms.to_number] = _allocate(item, sms.to_number, email_id, pairs)
+                number = chosen[sms.to_number]
+            uid = uuid.uuid4().hex
+            uids_of.setdefault(index, []).append(uid)
+            sms_values.append(
+                {
+                    "uid": uid,
+                    "email_id": email_id,
+                    "sender": item.from_address,
+                    "to_number": sms.to_number,
+                    "from_number": number,
+                    "text": sms.text,
+                    "encoding": sms.encoding,
+                    "segments": sms.segments,
+                    "status": SmsStatus.QUEUED,
+                    "attempts": 0,
+                    "next_attempt_at": item.received_at,
+                    "deadline_at": item.deadline_at,
+                    "created_at": item.received_at,
+                    "updated_at": item.received_at,
+                }
+            )
+
+    # 4. Conversations changed by this batch.
+    changed = [pair_of for by_number in pairs.values() for pair_of in by_number.values()]
+    updates = [p for p in changed if p.dirty and p.row_id is not None]
+    if updates:
+        session.execute(
+            update(_PAIRS)
+            .where(_PAIRS.c.id == bindparam("b_id"))
+            .values(
+                sender=bindparam("b_sender"),
+                email_id=bindparam("b_email"),
+                updated_at=bindparam("b_at"),
+            ),
+            [
+                {
+                    "b_id": p.row_id,
+                    "b_sender": p.sender,
+                    "b_email": p.email_id,
+                    "b_at": p.updated_at,
+                }
+                for p in updates
+            ],
+        )
+    inserts = [
+        {
+            "number": p.number,
+            "phone": phone,
+            "sender": p.sender,
+            "email_id": p.email_id,
+            "updated_at": p.updated_at,
+        }
+        for phone, by_number in pairs.items()
+        for p in by_number.values()
+        if p.dirty and p.row_id is None
+    ]
+    if inserts:
+        session.execute(insert(_PAIRS), inserts)
+
+    # 5. The SMS and their "queued" events.
+    if sms_values:
+        result = session.execute(
+            insert(_SMS).returning(_SMS.c.id, sort_by_parameter_order=True), sms_values
+        )
+        session.execute(
+            insert(_EVENTS),
+            [
+                {
+                    "sms_id": row[0],
+                    "status": SmsStatus.QUEUED,
+                    "at": values["created_at"],
+                    "detail": None,
+                }
+                for row, values in zip(result, sms_values, strict=True)
+            ],
+        )
+
+    outcomes: list[EnqueueOutcome] = []
+    for index, item in enumerate(batch):
+        key = (item.from_address, item.message_id)
+        if index in email_ids:
+            outcomes.append(
+                EnqueueOutcome(email_ids[index], tuple(uids_of.get(index, ())), duplicate=False)
+            )
+        elif key in stored:
+            outcomes.append(_duplicate(session, stored[key]))
+        else:  # the same Message-ID twice in one batch: the first one counts
+            first = first_of[key]
+            outcomes.append(
+                EnqueueOutcome(email_ids[first], tuple(uids_of.get(first, ())), duplicate=True)
+            )
+    return outcomes
+
+
+def _email_values(item: AcceptedEmail) -> dict[str, object]:
+    return {
+        "message_id": item.message_id,
+        "mail_from": item.mail_from,
+        "from_address": item.from_address,
+        "subject": item.subject,
+        "received_at": item.received_at,
+        "peer": item.peer,
+        "size": item.size,
+        "recipients": len({sms.to_number for sms in item.sms}),
+        "disposition": item.disposition,
+        "reason": item.reason,
+        "attachments": item.attachments,
+        "thread_references": item.thread_references,
+        "headers": item.headers,
+        "auth_results": item.auth_results,
+    }
+
+
+def _allocate(
+    item: AcceptedEmail, phone: str, email_id: int, pairs: dict[str, dict[str, _Pair]]
+) -> str | None:
+    """Pick the from-number for (sender, phone) (mailsms.routing) and mark the
+    conversation as this sender's, in the batch's view of the pairs."""
+    known = pairs.setdefault(phone, {})
+    number = allocate_number(
+        sender=item.from_address,
+        phone=phone,
+        own=item.own_number,
+        pool=item.pool,
+        default_from=item.default_from,
+        conversations=[PairUse(p.number, p.sender, p.updated_at) for p in known.values()],
+    )
+    if number is None:
+        return None
+    pair = known.get(number)
+    if pair is None:
+        pair = known[number] = _Pair(number, item.from_address, email_id, item.received_at, None)
+    pair.sender, pair.email_id, pair.updated_at, pair.dirty = (
+        item.from_address,
+        email_id,
+        item.received_at,
+        True,
+    )
+    return number
 
 
 def _id(value: int | None) -> int:

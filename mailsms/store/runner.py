@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
 from mailsms.store.queries import AcceptedEmail, EnqueueOutcome, Store
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class DbRunner:
@@ -45,26 +46,34 @@ class DbRunner:
         self._executor.shutdown(wait=True)
 
 
-class GroupCommitter:
-    """Commits accepted emails in groups; each caller waits for its commit."""
+class Batcher(Generic[T, R]):
+    """Runs ``fn`` on everything waiting, in one call; each caller waits for
+    its own result.
+
+    ``fn`` receives a list of items and returns one result per item, in
+    order, doing its work in ONE transaction (group commit): under load many
+    callers share one durable commit; alone, a caller waits for nobody.
+    """
 
     def __init__(
         self,
         runner: DbRunner,
+        fn: Callable[[list[T]], Sequence[R]],
         *,
+        name: str,
         max_batch: int = 512,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._runner = runner
+        self._fn = fn
+        self._name = name
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[tuple[AcceptedEmail, asyncio.Future[EnqueueOutcome]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mailsms-group-commit")
+        self._task = asyncio.create_task(self._run(), name=f"mailsms-{self._name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -72,17 +81,17 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        # Anyone still waiting gets an error (a 451), never a silent 250.
+        # Anyone still waiting gets an error (a 451), never a silent success.
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(RuntimeError("gateway is shutting down"))
 
-    async def submit(self, item: AcceptedEmail) -> EnqueueOutcome:
-        """Return once ``item`` is durably committed; raise if it was not."""
+    async def submit(self, item: T) -> R:
+        """Return once ``item`` is committed; raise if it was not."""
         if self._task is None or self._task.done():
-            raise RuntimeError("group committer is not running")
-        future: asyncio.Future[EnqueueOutcome] = asyncio.get_running_loop().create_future()
+            raise RuntimeError(f"{self._name} is not running")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
         return await future
 
@@ -93,22 +102,33 @@ class GroupCommitter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self._runner.call(
-                    self._runner.store.enqueue, [item for item, _ in batch]
-                )
+                results = await self._runner.call(self._fn, [item for item, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(RuntimeError("gateway is shutting down"))
                 raise
             except Exception as exc:
-                log.exception("commit of %d accepted emails failed", len(batch))
+                log.exception("%s: commit of %d items failed", self._name, len(batch))
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(outcome)
+                    future.set_result(result)
             if self._on_commit is not None:
                 self._on_commit()
+
+
+GroupCommitter = Batcher[AcceptedEmail, EnqueueOutcome]
+"""Accepted emails -> their committed outcome (the SMTP path's 250)."""
+
+
+def group_committer(
+    runner: DbRunner, *, on_commit: Callable[[], None] | None = None
+) -> GroupCommitter:
+    def enqueue(items: list[AcceptedEmail]) -> list[EnqueueOutcome]:
+        return runner.store.enqueue(items)  # looked up per batch, not bound once
+
+    return Batcher(runner, enqueue, name="group-commit", on_commit=on_commit)

@@ -1,0 +1,81 @@
+"""The store on its own: group-commit batches, duplicates, allocation inside
+one batch, and migrations that match the models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def new_store(tmp_path: Path) -> Store:
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(engine)
+    return Store(engine)
+
+
+def accepted(sender: str, message_id: str, phone: str, pool: tuple[str, ...] = ()) -> AcceptedEmail:
+    return AcceptedEmail(
+        message_id=message_id,
+        mail_from=sender,
+        from_address=sender,
+        subject="s",
+        received_at=NOW,
+        deadline_at=NOW + timedelta(days=1),
+        pool=pool,
+        sms=[NewSms(to_number=phone, text="hi", encoding="GSM-7", segments=1)],
+    )
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    with store.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+
+
+def test_a_batch_with_a_repeated_message_id_stores_it_once(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    a = accepted("alice@corp.example", "<m1@corp.example>", "+14155551212")
+    b = accepted("alice@corp.example", "<m1@corp.example>", "+14155551212")
+    c = accepted("bob@corp.example", "<m1@corp.example>", "+14155551212")  # other author
+    first, second, third = store.enqueue([a, b, c])
+    assert not first.duplicate and second.duplicate and not third.duplicate
+    assert second.email_id == first.email_id and second.sms_uids == first.sms_uids
+    assert len(store.list_emails()) == 2
+    assert len(store.list_sms()) == 2
+    # A later batch sees the stored one as a duplicate too.
+    [again] = store.enqueue([accepted("alice@corp.example", "<m1@corp.example>", "+14155551212")])
+    assert again.duplicate and again.sms_uids == first.sms_uids
+
+
+def test_two_senders_in_one_batch_get_different_pool_numbers_for_one_phone(
+    tmp_path: Path,
+) -> None:
+    store = new_store(tmp_path)
+    pool = ("+14155550100", "+14155550101")
+    store.enqueue(
+        [
+            accepted("alice@corp.example", "<a@x>", "+14155551212", pool),
+            accepted("bob@corp.example", "<b@x>", "+14155551212", pool),
+        ]
+    )
+    by_sender = {row.sender: row.from_number for row in store.list_sms()}
+    assert set(by_sender.values()) == set(pool)
+    # Replies route to the right sender on each number.
+    for sender, number in by_sender.items():
+        route = store.route_for("+14155551212", number or "", None)
+        assert route is not None and route.to == sender and route.message_id in ("<a@x>", "<b@x>")
+
+
+def test_every_sms_gets_a_queued_event(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    store.enqueue([accepted("alice@corp.example", f"<m{i}@x>", "+14155551212") for i in range(5)])
+    for row in store.list_sms():
+        assert [e.status for e in store.sms_events(row.id or 0)] == ["queued"]
