@@ -18,8 +18,11 @@ one unit short.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
 Encoding = Literal["GSM-7", "UCS-2"]
@@ -44,6 +47,14 @@ GSM_BASIC: Final[frozenset[str]] = frozenset(_BASIC_TABLE) - {"\x1b"}
 # TS 23.038 6.2.1.1, extension table: each costs ESC + the character = 2 septets.
 GSM_EXTENSION: Final[frozenset[str]] = frozenset("\f^{}\\[~]|€")
 
+_GSM_ALL: Final[frozenset[str]] = GSM_BASIC | GSM_EXTENSION
+# Characters that force UCS-2; characters that take two units in each encoding.
+_NON_GSM: Final = re.compile("[^" + "".join(map(re.escape, sorted(_GSM_ALL))) + "]")
+_WIDE: Final[Mapping[Encoding, re.Pattern[str]]] = MappingProxyType({
+    "GSM-7": re.compile("[" + "".join(map(re.escape, sorted(GSM_EXTENSION))) + "]"),
+    "UCS-2": re.compile("[\U00010000-\U0010ffff]"),
+})  # fmt: skip
+
 SINGLE_GSM: Final = 160
 MULTI_GSM: Final = 153
 SINGLE_UCS2: Final = 70
@@ -56,7 +67,7 @@ def is_gsm_char(ch: str) -> bool:
 
 def is_gsm(text: str) -> bool:
     """True when the whole text can be sent in the GSM 7-bit default alphabet."""
-    return all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text)
+    return _NON_GSM.search(text) is None
 
 
 def encoding_of(text: str) -> Encoding:
@@ -65,7 +76,7 @@ def encoding_of(text: str) -> Encoding:
 
 def non_gsm_chars(text: str) -> tuple[str, ...]:
     """Distinct characters that force UCS-2, in order of first appearance."""
-    return tuple(dict.fromkeys(ch for ch in text if not is_gsm_char(ch)))
+    return tuple(dict.fromkeys(_NON_GSM.findall(text)))
 
 
 def char_cost(ch: str, encoding: Encoding) -> int:
@@ -81,7 +92,7 @@ def capacities(encoding: Encoding) -> tuple[int, int]:
 
 
 def text_units(text: str, encoding: Encoding) -> int:
-    return sum(char_cost(ch, encoding) for ch in text)
+    return len(text) + sum(1 for _ in _WIDE[encoding].finditer(text))
 
 
 @dataclass(slots=True)
@@ -123,11 +134,75 @@ class Packer:
         return 1 if self.total <= single else self.parts
 
 
+# Everything below works on a text's "layout": its length and the sorted
+# positions of its two-unit characters (extension characters for GSM-7,
+# characters outside the BMP for UCS-2), which are rare.  Units up to a
+# position and the position where a unit budget runs out are then a
+# bisection each, so counting, splitting and truncating cost one regex scan
+# (in C) plus O(segments * log n) in Python, instead of Python work per
+# character.  ``Packer`` stays the executable definition; the tests check
+# these functions against it and against an encoder-based reference.
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Unit arithmetic on ``text[:size]`` in one encoding (costs are 1 or 2)."""
+
+    size: int  # characters considered
+    wide: list[int]  # sorted positions of the two-unit characters
+    wide_ends: list[int]  # units up to and including each of them
+
+    @classmethod
+    def of(cls, text: str, encoding: Encoding, size: int | None = None) -> _Layout:
+        size = len(text) if size is None else size
+        wide = [m.start() for m in _WIDE[encoding].finditer(text, 0, size)]
+        # The k-th wide character at position w ends after w + 1 characters
+        # of which k + 1 are wide: w + k + 2 units.
+        return cls(size, wide, [w + k + 2 for k, w in enumerate(wide)])
+
+    @property
+    def total(self) -> int:
+        return self.size + len(self.wide)
+
+    def units(self, end: int) -> int:
+        """Units of the first ``end`` characters."""
+        return end + bisect_left(self.wide, end)
+
+    def end_within(self, budget: int) -> int:
+        """Largest end such that the first ``end`` characters take at most ``budget`` units."""
+        # Characters before the j-th wide one (0-based) that fit: j wide ones
+        # fit entirely, so ``budget - j`` characters, but never past wide[j].
+        j = bisect_right(self.wide_ends, budget)
+        end = budget - j
+        if j < len(self.wide):
+            end = min(end, self.wide[j])
+        return max(0, min(end, self.size))
+
+    def part_starts(self, multi: int, limit: int) -> list[int]:
+        """Start of each concatenated part under greedy packing (at most ``limit``)."""
+        starts: list[int] = []
+        start = 0
+        while start < self.size and len(starts) < limit:
+            starts.append(start)
+            start = self.end_within(self.units(start) + multi)
+        return starts
+
+    def segments(self, encoding: Encoding) -> int:
+        single, multi = capacities(encoding)
+        total = self.total
+        if total == 0:
+            return 0
+        if total <= single:
+            return 1
+        if not self.wide:
+            return -(-total // multi)
+        return len(self.part_starts(multi, total))
+
+
 def count_segments(text: str, encoding: Encoding | None = None) -> int:
     """Number of SMS segments the text takes (0 for the empty text)."""
-    packer = Packer(encoding or encoding_of(text))
-    packer.add_all(text)
-    return packer.segments
+    encoding = encoding or encoding_of(text)
+    return _Layout.of(text, encoding).segments(encoding)
 
 
 def split_segments(text: str) -> list[str]:
@@ -139,19 +214,11 @@ def split_segments(text: str) -> list[str]:
         return []
     encoding = encoding_of(text)
     single, multi = capacities(encoding)
-    if text_units(text, encoding) <= single:
+    layout = _Layout.of(text, encoding)
+    if layout.total <= single:
         return [text]
-    segments: list[str] = []
-    start = 0
-    fill = 0
-    for index, ch in enumerate(text):
-        cost = char_cost(ch, encoding)
-        if fill + cost > multi:
-            segments.append(text[start:index])
-            start, fill = index, 0
-        fill += cost
-    segments.append(text[start:])
-    return segments
+    starts = layout.part_starts(multi, layout.total)
+    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
 
 
 def longest_fitting_prefix(
@@ -163,22 +230,44 @@ def longest_fitting_prefix(
     GSM-7 the scan stops at the first character outside the alphabet).
     Returns -1 when not even the empty prefix plus the suffix fits.
     """
-    packer = Packer(encoding)
+    single, multi = capacities(encoding)
+    # Every character takes at least one unit: nothing longer can fit.
+    size = min(len(text), max(single, max_segments * multi))
+    if encoding == "GSM-7":
+        stop = _NON_GSM.search(text, 0, size)
+        if stop is not None:
+            size = stop.start()
+    layout = _Layout.of(text, encoding, size)
+    starts = layout.part_starts(multi, max_segments + 1)
+    suffix_costs = [char_cost(ch, encoding) for ch in suffix]
+    suffix_units = sum(suffix_costs)
 
-    def fits(state: Packer) -> bool:
-        trial = state.copy()
-        trial.add_all(suffix)
-        return trial.segments <= max_segments
+    def fits(end: int) -> bool:
+        """Packer(encoding) fed text[:end] + suffix has at most max_segments segments."""
+        units = layout.units(end)
+        total = units + suffix_units
+        if total <= single:  # zero or one segment
+            return min(total, 1) <= max_segments
+        # Greedy packing of a prefix is the prefix of the greedy packing;
+        # past the parts computed the answer is "too many" anyway.
+        parts = bisect_left(starts, end)
+        fill = units - layout.units(starts[parts - 1]) if parts else 0
+        for cost in suffix_costs:
+            if parts == 0 or fill + cost > multi:
+                parts += 1
+                fill = cost
+            else:
+                fill += cost
+        return parts <= max_segments
 
-    if not fits(packer):
+    if not fits(0):
         return -1
-    best = 0
-    for index, ch in enumerate(text):
-        if encoding == "GSM-7" and not is_gsm_char(ch):
-            break
-        packer.add(ch)
-        # Fitting is monotone in the prefix length, so stop at the first miss.
-        if not fits(packer):
-            break
-        best = index + 1
-    return best
+    # Fitting is monotone in the prefix length: bisect for the last fit.
+    low, high = 0, size
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low

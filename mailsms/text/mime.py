@@ -23,7 +23,7 @@ import codecs
 import contextlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from types import MappingProxyType
@@ -105,7 +105,7 @@ def _unflow(text: str, delsp: bool) -> str:
     return "\n".join(out)
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, ctype: str) -> str:
     try:
         raw = part.get_payload(decode=True)
     except Exception:
@@ -118,11 +118,11 @@ def _part_text(part: Message) -> str:
     except Exception:
         charset = None
     text = decode_bytes(raw, charset)
-    if part.get_content_subtype() == "plain":
+    if ctype == "text/plain":
         params = {k.lower(): str(v).lower() for k, v in part.get_params(failobj=[]) or []}
         if params.get("format") == "flowed":
             text = _unflow(text.replace("\r\n", "\n"), params.get("delsp") == "yes")
-    if part.get_content_subtype() == "html":
+    if ctype == "text/html":
         text = html_to_text(text)
     return text
 
@@ -141,10 +141,6 @@ def _filename(part: Message) -> str | None:
     return " ".join(str(name).split()) if name else None
 
 
-def _describe(part: Message) -> str:
-    return f"{_filename(part) or 'unnamed'} ({part.get_content_type()})"
-
-
 def _disposition(part: Message) -> str:
     try:
         return (part.get_content_disposition() or "").lower()
@@ -152,36 +148,65 @@ def _disposition(part: Message) -> str:
         return ""
 
 
-def _is_body_leaf(part: Message) -> bool:
-    # Body text parts carry no filename; a named text part is an attachment.
-    return (
-        part.get_content_type() in ("text/plain", "text/html")
-        and _disposition(part) != "attachment"
-        and not _filename(part)
-    )
-
-
 @dataclass(slots=True)
 class _Walk:
-    """Accumulator for one extraction call (local, never shared)."""
+    """Accumulator for one extraction call (local, never shared).
+
+    With email.policy.default every header access re-parses the header, and
+    the walk asks each part for its type, disposition, filename and text
+    several times; the answers are kept here by part for this one call.
+    """
 
     texts: list[str]
     attachments: list[str]
+    _types: dict[int, str] = field(default_factory=dict)
+    _leaves: dict[int, bool] = field(default_factory=dict)
+    _filenames: dict[int, str | None] = field(default_factory=dict)
+    _decoded: dict[int, str] = field(default_factory=dict)
+
+    def ctype(self, part: Message) -> str:
+        key = id(part)
+        if key not in self._types:
+            self._types[key] = part.get_content_type()
+        return self._types[key]
+
+    def maintype(self, part: Message) -> str:
+        return self.ctype(part).split("/")[0]
+
+    def filename(self, part: Message) -> str | None:
+        key = id(part)
+        if key not in self._filenames:
+            self._filenames[key] = _filename(part)
+        return self._filenames[key]
+
+    def is_body_leaf(self, part: Message) -> bool:
+        # Body text parts carry no filename; a named text part is an attachment.
+        key = id(part)
+        if key not in self._leaves:
+            self._leaves[key] = (
+                self.ctype(part) in ("text/plain", "text/html")
+                and _disposition(part) != "attachment"
+                and not self.filename(part)
+            )
+        return self._leaves[key]
+
+    def text(self, part: Message) -> str:
+        key = id(part)
+        if key not in self._decoded:
+            self._decoded[key] = _part_text(part, self.ctype(part))
+        return self._decoded[key]
 
     def attach(self, part: Message) -> None:
-        if part.get_content_type() not in _SKIP_TYPES:
-            self.attachments.append(_describe(part))
+        ctype = self.ctype(part)
+        if ctype not in _SKIP_TYPES:
+            self.attachments.append(f"{self.filename(part) or 'unnamed'} ({ctype})")
 
     def list_all(self, part: Message, depth: int) -> None:
         """List the leaves of a part that is not used as body."""
-        if (
-            part.is_multipart()
-            and depth < _MAX_DEPTH
-            and part.get_content_type() != ("message/rfc822")
-        ):
+        if part.is_multipart() and depth < _MAX_DEPTH and self.ctype(part) != ("message/rfc822"):
             for child in _children(part):
                 self.list_all(child, depth + 1)
-        elif not _is_body_leaf(part):  # a text alternative we did not pick is no attachment
+        elif not self.is_body_leaf(part):  # a text alternative we did not pick is no attachment
             self.attach(part)
 
 
@@ -190,22 +215,22 @@ def _children(part: Message) -> list[Message]:
     return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
 
 
-def _has_text(part: Message, depth: int) -> bool:
+def _has_text(part: Message, walk: _Walk, depth: int) -> bool:
     if depth > _MAX_DEPTH:
         return False
-    if part.get_content_maintype() == "multipart":
-        return any(_has_text(child, depth + 1) for child in _children(part))
-    return _is_body_leaf(part) and bool(_part_text(part).strip())
+    if walk.maintype(part) == "multipart":
+        return any(_has_text(child, walk, depth + 1) for child in _children(part))
+    return walk.is_body_leaf(part) and bool(walk.text(part).strip())
 
 
 def _walk(part: Message, walk: _Walk, depth: int) -> None:
-    ctype = part.get_content_type()
+    ctype = walk.ctype(part)
     if depth > _MAX_DEPTH:
         walk.attach(part)
         return
-    if part.get_content_maintype() != "multipart":
-        if _is_body_leaf(part):
-            walk.texts.append(_part_text(part))
+    if walk.maintype(part) != "multipart":
+        if walk.is_body_leaf(part):
+            walk.texts.append(walk.text(part))
         else:
             walk.attach(part)
         return
@@ -216,10 +241,10 @@ def _walk(part: Message, walk: _Walk, depth: int) -> None:
         # Best first: plain, then html, then anything else that has text.
         def rank(child: Message) -> int:
             order = {"text/plain": 0, "text/html": 1}
-            return order.get(child.get_content_type(), 2)
+            return order.get(walk.ctype(child), 2)
 
         chosen = next(
-            (c for c in sorted(children, key=rank) if _has_text(c, depth + 1)), children[0]
+            (c for c in sorted(children, key=rank) if _has_text(c, walk, depth + 1)), children[0]
         )
         _walk(chosen, walk, depth + 1)
         for child in children:
