@@ -52,6 +52,7 @@ class Dispatcher:
         self._carrier = carrier
         self._batch = batch
         self._concurrency = concurrency
+        self._refill = max(1, concurrency // 2)
         self._poll_interval = poll_interval
         self._lease = timedelta(seconds=lease)
         self._send_timeout = send_timeout
@@ -94,13 +95,15 @@ class Dispatcher:
         while True:
             claimed = 0
             free = self._concurrency - len(self._inflight)
-            if free > 0:
+            # Refill when half the slots are free (or all are): one claim
+            # per SMS would cost a database round trip per hand-over.
+            if free >= self._refill or (free > 0 and not self._inflight):
                 self._wakeup.clear()
                 try:
                     claimed = await self._claim(min(free, self._batch))
                 except Exception:
                     log.exception("claiming due SMS failed; retrying after the poll interval")
-            if claimed and len(self._inflight) < self._concurrency:
+            if claimed and self._concurrency - len(self._inflight) >= self._refill:
                 continue  # there may be more due right now
             wake = asyncio.ensure_future(self._wakeup.wait())
             waiters: set[asyncio.Future[Any]] = {wake, *self._inflight}
