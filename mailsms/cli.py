@@ -102,6 +102,31 @@ def open_store(settings: Settings) -> Iterator[Store]:
         engine.dispose()
 
 
+def sender_entry(email: str, *, refuse_freemail: bool = True) -> str:
+    """A registered-sender entry from user input, or exit 2 with the reason."""
+    try:
+        return normalise_sender_entry(email, refuse_freemail=refuse_freemail)
+    except SenderError as exc:
+        fail(str(exc))
+
+
+def phone_number(text: str, settings: Settings) -> str:
+    """A number typed by the admin as E.164, or exit 2 with the reason."""
+    try:
+        return normalise_number(text, settings.default_region)
+    except InvalidNumber as exc:
+        fail(exc.reason)
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """The store's refusals (duplicate, unknown entry) as exit 2."""
+    try:
+        yield
+    except StoreError as exc:
+        fail(str(exc))
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -202,15 +227,9 @@ def senders_add(
 ) -> None:
     """Register a sender address, or a whole domain as @domain."""
     chosen = _policy(policy)
-    try:
-        entry = normalise_sender_entry(email)
-    except SenderError as exc:
-        fail(str(exc))
-    with open_store(get_settings(ctx)) as store:
-        try:
-            store.register_sender(entry, chosen, now())
-        except StoreError as exc:
-            fail(str(exc))
+    entry = sender_entry(email)
+    with open_store(get_settings(ctx)) as store, refusals():
+        store.register_sender(entry, chosen, now())
     typer.echo(f"registered {entry}" + (f" (policy {chosen})" if chosen else ""))
 
 
@@ -222,15 +241,9 @@ def senders_set_policy(
 ) -> None:
     """Change the proof a registered sender must give."""
     chosen = _policy(policy)
-    try:
-        entry = normalise_sender_entry(email, refuse_freemail=False)
-    except SenderError as exc:
-        fail(str(exc))
-    with open_store(get_settings(ctx)) as store:
-        try:
-            store.set_sender_policy(entry, chosen)
-        except StoreError as exc:
-            fail(str(exc))
+    entry = sender_entry(email, refuse_freemail=False)
+    with open_store(get_settings(ctx)) as store, refusals():
+        store.set_sender_policy(entry, chosen)
     typer.echo(f"{entry}: policy {chosen or 'default'}")
 
 
@@ -244,10 +257,7 @@ def senders_set_password(
     line read from standard input when it is not a terminal)."""
     from mailsms.trust import hash_password
 
-    try:
-        entry = normalise_sender_entry(email, refuse_freemail=False)
-    except SenderError as exc:
-        fail(str(exc))
+    entry = sender_entry(email, refuse_freemail=False)
     hashed = None
     if not clear:
         if sys.stdin.isatty():
@@ -262,11 +272,8 @@ def senders_set_password(
             hashed = hash_password(password)
         except ValueError as exc:  # too long; the message never contains it
             fail(str(exc))
-    with open_store(get_settings(ctx)) as store:
-        try:
-            store.set_sender_password(entry, hashed)
-        except StoreError as exc:
-            fail(str(exc))
+    with open_store(get_settings(ctx)) as store, refusals():
+        store.set_sender_password(entry, hashed)
     typer.echo(f"{entry}: password {'removed' if clear else 'set'}")
 
 
@@ -308,16 +315,10 @@ def senders_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @senders_app.command("remove")
 def senders_remove(ctx: typer.Context, email: str) -> None:
     """Remove a registered sender (its numbers return to the pool)."""
-    try:
-        # An old free-mail domain entry must stay removable.
-        entry = normalise_sender_entry(email, refuse_freemail=False)
-    except SenderError as exc:
-        fail(str(exc))
-    with open_store(get_settings(ctx)) as store:
-        try:
-            store.remove_sender(entry)
-        except StoreError as exc:
-            fail(str(exc))
+    # An old free-mail domain entry must stay removable.
+    entry = sender_entry(email, refuse_freemail=False)
+    with open_store(get_settings(ctx)) as store, refusals():
+        store.remove_sender(entry)
     typer.echo(f"removed {entry}")
 
 
@@ -332,21 +333,12 @@ def numbers_add(
 ) -> None:
     """Register a number to send from; --sender assigns it to one sender."""
     settings = get_settings(ctx)
-    try:
-        e164 = normalise_number(number, settings.default_region)
-    except InvalidNumber as exc:
-        fail(exc.reason)
+    e164 = phone_number(number, settings)
     entry = None
     if sender is not None:
-        try:
-            entry = normalise_sender_entry(sender)
-        except SenderError as exc:
-            fail(str(exc))
-    with open_store(settings) as store:
-        try:
-            store.add_number(e164, entry, now())
-        except StoreError as exc:
-            fail(str(exc))
+        entry = sender_entry(sender)
+    with open_store(settings) as store, refusals():
+        store.add_number(e164, entry, now())
     typer.echo(f"registered {e164}" + (f" for {entry}" if entry else " (pool)"))
 
 
@@ -369,15 +361,9 @@ def numbers_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def numbers_remove(ctx: typer.Context, number: str) -> None:
     """Remove a virtual number."""
     settings = get_settings(ctx)
-    try:
-        e164 = normalise_number(number, settings.default_region)
-    except InvalidNumber as exc:
-        fail(exc.reason)
-    with open_store(settings) as store:
-        try:
-            store.remove_number(e164)
-        except StoreError as exc:
-            fail(str(exc))
+    e164 = phone_number(number, settings)
+    with open_store(settings) as store, refusals():
+        store.remove_number(e164)
     typer.echo(f"removed {e164}")
 
 
@@ -541,11 +527,8 @@ def simulate_inbound(
     import uuid
 
     settings = get_settings(ctx)
-    try:
-        phone = normalise_number(from_, settings.default_region)
-        number = normalise_number(to, settings.default_region)
-    except InvalidNumber as exc:
-        fail(exc.reason)
+    phone = phone_number(from_, settings)
+    number = phone_number(to, settings)
     if not text.strip() and not media:
         fail("the SMS text is empty")
     with open_store(settings) as store:
