@@ -253,8 +253,11 @@ def senders_set_password(
     email: str,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the password")] = False,
 ) -> None:
-    """Set the SMTP AUTH password of a sender (asked twice, hidden; or one
-    line read from standard input when it is not a terminal)."""
+    """Set the SMTP AUTH password of a sender.
+
+    Asked twice with hidden input on a terminal; otherwise one line is read
+    from standard input.  Never echoed or logged.
+    """
     from mailsms.trust import hash_password
 
     entry = sender_entry(email, refuse_freemail=False)
@@ -380,8 +383,11 @@ def messages_list(
         str, typer.Option("--direction", help="out (sent SMS), in (received SMS) or all")
     ] = "out",
 ) -> None:
-    """List SMS, newest first: sent ones with their delivery status, received
-    ones with where they went (or why they went nowhere)."""
+    """List SMS, newest first, with their status.
+
+    Sent SMS show their delivery status; received SMS show where they went
+    (or why they went nowhere).
+    """
     if direction not in ("out", "in", "all"):
         fail(f"unknown direction {direction!r}: choose out, in or all")
     if status is not None and status not in SmsStatus.ALL:
@@ -493,8 +499,11 @@ def preview(
     file: Annotated[str, typer.Argument(help="An .eml file (RFC 5322), or - for stdin")],
     as_json: JsonOption = False,
 ) -> None:
-    """Show the SMS an email becomes: text as sent, encoding, segments, which
-    characters forced UCS-2 or were transliterated, what was stripped."""
+    """Show the SMS an email becomes, exactly as it would be sent.
+
+    Prints the text, the encoding, the segment count, which characters
+    forced UCS-2 or were transliterated, and what was stripped.
+    """
     from mailsms.app import text_options
     from mailsms.text import format_preview
     from mailsms.text import preview as make_preview
