@@ -388,20 +388,14 @@ class GatewayHandler:
                     )
                 )
 
-        charges = charges_for(
-            item.from_address, (e164 for _, e164 in numbers), len(item.sms), received_at,
-            trust.limits,
+        # The limits are counted and checked in the commit's own transaction.
+        item.charges = tuple(
+            charges_for(
+                item.from_address, (e164 for _, e164 in numbers), len(item.sms), received_at,
+                trust.limits,
+            )
         )  # fmt: skip
-        try:
-            over = await self._runner.call(self._runner.store.charge, charges)
-        except Exception:
-            log.exception("could not count message %s against the limits", item.message_id)
-            return codes.LOCAL_ERROR.reply("Temporary local problem, please try again later")
-        if over is not None:
-            log.info("refused DATA from %s: %s", session.peer, describe(over))
-            status = codes.QUOTA_EXHAUSTED if limit_is_permanent(over) else codes.RATE_LIMITED
-            return status.reply(describe(over))
-        return await self._commit(item, f"{len(numbers)} SMS queued", charges)
+        return await self._commit(item, f"{len(numbers)} SMS queued")
 
     # --- proof of the sender ------------------------------------------------
     def _required(
@@ -504,34 +498,22 @@ class GatewayHandler:
         log.info("kept %s without texting it: %s", item.message_id, reason)
         return await self._commit(item, f"accepted, not texted: {reason}")
 
-    async def _commit(
-        self,
-        item: AcceptedEmail,
-        what: str,
-        charges: list[Charge] | None = None,
-    ) -> str:
+    async def _commit(self, item: AcceptedEmail, what: str) -> str:
         try:
             outcome = await self._committer.submit(item)
         except Exception:
             log.exception("could not commit message %s", item.message_id)
-            await self._refund(charges)
             return codes.LOCAL_ERROR.reply("Temporary local problem, please try again later")
+        if outcome.refused is not None:
+            over = outcome.refused
+            log.info("refused %s from %s: %s", item.message_id, item.from_address, describe(over))
+            status = codes.QUOTA_EXHAUSTED if limit_is_permanent(over) else codes.RATE_LIMITED
+            return status.reply(describe(over))
         if outcome.duplicate:
-            # Nothing new will be sent: give the counted units back.
-            await self._refund(charges)
             return codes.MESSAGE_ACCEPTED.reply(
                 f"Already accepted as message {outcome.email_id}; not sent again"
             )
         return codes.MESSAGE_ACCEPTED.reply(f"OK: message {outcome.email_id}, {what}")
-
-    async def _refund(self, charges: list[Charge] | None) -> None:
-        if not charges:
-            return
-        try:
-            await self._runner.call(self._runner.store.refund, charges)
-        except Exception:
-            # Over-counting is the safe direction; log and carry on.
-            log.exception("could not refund abuse counters")
 
     async def handle_exception(self, error: Exception) -> str:
         # Never leak internals to the client (aiosmtpd's default would put

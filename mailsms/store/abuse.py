@@ -1,10 +1,12 @@
 """Store queries for sender trust and abuse limits (a mixin of ``Store``).
 
-Counters are incremented and checked in ONE transaction
-(:meth:`AbuseQueries.charge`): every counter is raised with an atomic
-upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, on SQLite and
-PostgreSQL alike), the new values are compared with the limits, and the
-transaction is committed only when all are within them.  Two sessions racing
+Counters are incremented and checked in the transaction that stores the
+message (:func:`charge_within`, called by the group-commit insert): every
+counter is raised with an atomic upsert (``INSERT ... ON CONFLICT DO UPDATE
+... RETURNING``, on SQLite and PostgreSQL alike) and the new values are
+compared with the limits; an email that would pass one takes its charges back
+and is not stored, and the counts commit together with the messages they
+count (no extra fsync, nothing to refund after a failure).  Two sessions racing
 for the last unit therefore serialise on the counter row and exactly one
 wins: the count can never be under-stated, whatever the concurrency or the
 number of gateway instances.
@@ -90,46 +92,6 @@ class AbuseQueries:
                 select(col(Sender.password_hash)).where(col(Sender.address) == address)
             ).first()
 
-    def charge(self, charges: Sequence[Charge]) -> Charge | None:
-        """Add every charge; commit and return None when all counters stay
-        within their limits, else roll back and return the first exceeded."""
-        if not charges:
-            return None
-        with Session(self.engine) as session:
-            totals = [self._increment(session, c, c.amount) for c in charges]
-            over = exceeded(charges, totals)
-            if over is not None:
-                session.rollback()
-                return over
-            for c in charges:
-                # Keep the table small: old windows of this key are useless.
-                session.execute(
-                    delete(AbuseCounter).where(
-                        col(AbuseCounter.scope) == c.scope,
-                        col(AbuseCounter.key) == c.key,
-                        col(AbuseCounter.window_start)
-                        < c.window_start - timedelta(seconds=RETENTION_SECONDS),
-                    )
-                )
-            session.commit()
-            return None
-
-    def refund(self, charges: Sequence[Charge]) -> None:
-        """Give back what :meth:`charge` took (the message was not stored)."""
-        with Session(self.engine) as session:
-            for c in charges:
-                session.execute(
-                    update(AbuseCounter)
-                    .where(
-                        col(AbuseCounter.scope) == c.scope,
-                        col(AbuseCounter.key) == c.key,
-                        col(AbuseCounter.window_start) == c.window_start,
-                        col(AbuseCounter.count) >= c.amount,
-                    )
-                    .values(count=col(AbuseCounter.count) - c.amount)
-                )
-            session.commit()
-
     def counter_value(self, scope: str, key: str, window_start: datetime) -> int:
         with Session(self.engine) as session:
             value = session.scalars(
@@ -141,21 +103,48 @@ class AbuseQueries:
             ).first()
             return int(value or 0)
 
-    def _increment(self, session: Session, c: Charge, amount: int) -> int:
-        table: Any = AbuseCounter.__table__  # type: ignore[attr-defined]
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert(table)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(table)
-        else:  # pragma: no cover - mailsms supports SQLite and PostgreSQL
-            raise _store_error(f"abuse counters need SQLite or PostgreSQL, not {dialect}")
-        statement = (
-            insert.values(scope=c.scope, key=c.key, window_start=c.window_start, count=amount)
-            .on_conflict_do_update(
-                index_elements=["scope", "key", "window_start"],
-                set_={"count": table.c.count + insert.excluded.count},
-            )
-            .returning(table.c.count)
+
+def increment(session: Session, c: Charge, amount: int) -> int:
+    """Add ``amount`` to a counter with an atomic upsert; its new value."""
+    table: Any = AbuseCounter.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        insert = sqlite.insert(table)
+    else:  # pragma: no cover - mailsms supports SQLite and PostgreSQL
+        raise _store_error(f"abuse counters need SQLite or PostgreSQL, not {dialect}")
+    statement = (
+        insert.values(scope=c.scope, key=c.key, window_start=c.window_start, count=amount)
+        .on_conflict_do_update(
+            index_elements=["scope", "key", "window_start"],
+            set_={"count": table.c.count + insert.excluded.count},
         )
-        return int(session.execute(statement).scalar_one())
+        .returning(table.c.count)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def forget_old_windows(session: Session, charges: Sequence[Charge]) -> None:
+    """Keep the table small: old windows of these keys are useless."""
+    for scope, key, start in {(c.scope, c.key, c.window_start) for c in charges}:
+        session.execute(
+            delete(AbuseCounter).where(
+                col(AbuseCounter.scope) == scope,
+                col(AbuseCounter.key) == key,
+                col(AbuseCounter.window_start) < start - timedelta(seconds=RETENTION_SECONDS),
+            )
+        )
+
+
+def charge_within(session: Session, charges: Sequence[Charge]) -> Charge | None:
+    """Inside the caller's transaction: add the charges and return None, or,
+    when one would pass its limit, take them back and return that one."""
+    if not charges:
+        return None
+    totals = [increment(session, c, c.amount) for c in charges]
+    over = exceeded(charges, totals)
+    if over is not None:
+        for c in charges:
+            increment(session, c, -c.amount)
+    return over

@@ -7,17 +7,19 @@ from its caller, so tests and the dispatcher agree on one clock.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
+from mailsms.limits import Charge
 from mailsms.routing import PairUse, allocate_number
-from mailsms.store.abuse import AbuseQueries
+from mailsms.store.abuse import AbuseQueries, charge_within, forget_old_windows
 from mailsms.store.models import (
     Conversation,
     EmailDisposition,
@@ -33,6 +35,9 @@ from mailsms.store.models import (
     Suppression,
     VirtualNumber,
 )
+
+_TRANSIENT_RETRIES = 2
+"""Extra tries of a group commit that hit a deadlock or lock timeout."""
 
 
 class StoreError(Exception):
@@ -96,6 +101,8 @@ class AcceptedEmail:
     """The number assigned to the sender's registered entry."""
     pool: tuple[str, ...] = ()
     default_from: str | None = None
+    charges: tuple[Charge, ...] = ()
+    """Abuse counters this email adds to, checked in the same transaction."""
     sms: list[NewSms] = field(default_factory=list)
 
 
@@ -106,6 +113,8 @@ class EnqueueOutcome:
     duplicate: bool
     """True when this Message-ID from this author was already accepted:
     nothing new was stored and nothing will be sent twice."""
+    refused: Charge | None = None
+    """The limit this email would have passed: nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +252,21 @@ class Store(AbuseQueries):
         concurrent instance commits the same Message-ID first (a unique-key
         race), fall back to one transaction per email, so one duplicate never
         costs the others their commit."""
-        try:
-            with Session(self.engine) as session:
-                outcomes = _insert_batch(session, batch)
-                session.commit()
-                return outcomes
-        except IntegrityError:
-            pass
+        for attempt in range(_TRANSIENT_RETRIES + 1):
+            try:
+                with Session(self.engine) as session:
+                    outcomes = _insert_batch(session, batch)
+                    session.commit()
+                    return outcomes
+            except IntegrityError:
+                break
+            except OperationalError:
+                # A deadlock or lock timeout between instances (PostgreSQL
+                # picks a victim; SQLite's busy timeout can run out): the
+                # transaction was rolled back whole, so trying again is safe.
+                if attempt == _TRANSIENT_RETRIES:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
         results: list[EnqueueOutcome] = []
         for item in batch:
             try:
@@ -822,11 +839,20 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
         stored.update({(a, m): i for a, m, i in found})
     fresh: list[int] = []
     first_of: dict[tuple[str, str], int] = {}
+    refused: dict[int, Charge] = {}
     for index, item in enumerate(batch):
         key = (item.from_address, item.message_id)
-        if key not in stored and key not in first_of:
-            first_of[key] = index
-            fresh.append(index)
+        if key in stored or key in first_of:
+            continue  # a duplicate is never charged
+        # Count-then-check in this same transaction: the counters and the
+        # message commit together, or neither does.
+        over = charge_within(session, item.charges)
+        if over is not None:
+            refused[index] = over
+            continue
+        first_of[key] = index
+        fresh.append(index)
+    forget_old_windows(session, [c for i in fresh for c in batch[i].charges])
 
     # 2. The emails, ids back in parameter order.
     email_ids: dict[int, int] = {}
@@ -938,7 +964,9 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
     outcomes: list[EnqueueOutcome] = []
     for index, item in enumerate(batch):
         key = (item.from_address, item.message_id)
-        if index in email_ids:
+        if index in refused:
+            outcomes.append(EnqueueOutcome(0, (), duplicate=False, refused=refused[index]))
+        elif index in email_ids:
             outcomes.append(
                 EnqueueOutcome(email_ids[index], tuple(uids_of.get(index, ())), duplicate=False)
             )

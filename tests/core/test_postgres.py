@@ -61,8 +61,13 @@ async def test_two_instances_on_postgres_send_every_sms_exactly_once(
             async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
                 await client.send_message(simple_message(f"pg {i}", to=f"41555501{i:02d}@{DOMAIN}"))
 
-        await asyncio.gather(*(one(i) for i in range(40)))
-        for _ in range(300):
+        failures = [
+            repr(r)
+            for r in await asyncio.gather(*(one(i) for i in range(40)), return_exceptions=True)
+            if isinstance(r, BaseException)
+        ]
+        assert failures == []
+        for _ in range(600):
             records = read_outbox(first.console_outbox) + read_outbox(second.console_outbox)
             if len(records) >= 40:
                 break

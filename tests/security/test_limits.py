@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from mailsms.destinations import DestinationPolicy, check_destination
 from mailsms.limits import SENDER_MINUTE, Charge
-from mailsms.store import Store, make_engine
+from mailsms.store import AcceptedEmail, NewSms, Store, make_engine
 from tests.conftest import DOMAIN, SENDER, make_settings, prepare_store
 from tests.core.test_smtp_gateway import simple_message, smtp_reply
 
@@ -91,9 +91,10 @@ async def test_concurrent_sessions_never_exceed_the_rate(
         assert len(store.list_emails()) == 5
 
 
-def test_store_charge_is_atomic_across_connections(tmp_path: Path) -> None:
-    """Eight threads, each with its own engine (own connections), race for
-    20 units: exactly 20 charges succeed."""
+def test_limits_are_atomic_with_the_enqueue_across_connections(tmp_path: Path) -> None:
+    """Eight threads, each with its own engine (own connections), enqueue
+    emails charged against one counter of 20: exactly 20 are stored, the
+    others are refused and leave nothing behind, not even a count."""
     settings = make_settings(tmp_path)
     prepare_store(settings)
     window = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -101,17 +102,30 @@ def test_store_charge_is_atomic_across_connections(tmp_path: Path) -> None:
     wins: list[int] = []
     lock = threading.Lock()
 
-    def worker() -> None:
+    def worker(n: int) -> None:
         store = Store(make_engine(settings.database_url))
         try:
-            for _ in range(10):
-                if store.charge([charge]) is None:
+            for i in range(10):
+                item = AcceptedEmail(
+                    message_id=f"<w{n}-{i}@corp.example>",
+                    mail_from=SENDER,
+                    from_address=SENDER,
+                    subject=None,
+                    received_at=window,
+                    deadline_at=window + timedelta(days=1),
+                    charges=(charge,),
+                    sms=[NewSms(to_number="+14155551212", text="x", encoding="GSM-7", segments=1)],
+                )
+                [outcome] = store.enqueue([item])
+                if outcome.refused is None:
                     with lock:
                         wins.append(1)
+                else:
+                    assert outcome.refused == charge
         finally:
             store.engine.dispose()
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -119,8 +133,7 @@ def test_store_charge_is_atomic_across_connections(tmp_path: Path) -> None:
     assert len(wins) == 20
     store = Store(make_engine(settings.database_url))
     assert store.counter_value(SENDER_MINUTE, SENDER, window) == 20
-    store.refund([charge])
-    assert store.counter_value(SENDER_MINUTE, SENDER, window) == 19
+    assert len(store.list_emails(limit=1000)) == 20
 
 
 async def test_premium_rate_and_foreign_numbers_are_refused_at_rcpt(start_gateway: Any) -> None:
