@@ -62,17 +62,3 @@ def allocate_number(
             return _stable_pick(free, phone)
         return min((taken[n] for n in pool), key=lambda c: (c.updated_at, c.number)).number
     return default_from
-
-
-def choose_from_number(
-    own: str | None, pool: Sequence[str], default_from: str | None, to_number: str
-) -> str | None:
-    """Allocation without conversation history (a sender's first SMS)."""
-    return allocate_number(
-        sender="",
-        phone=to_number,
-        own=own,
-        pool=pool,
-        default_from=default_from,
-        conversations=(),
-    )

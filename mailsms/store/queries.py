@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -288,73 +289,12 @@ class Store(AbuseQueries):
             ).one()
             return _duplicate(session, _id(email_id))
 
-    def find_duplicate(self, from_address: str, message_id: str) -> bool:
-        with Session(self.engine) as session:
-            found = session.scalars(
-                select(col(InboundEmail.id)).where(
-                    col(InboundEmail.from_address) == from_address,
-                    col(InboundEmail.message_id) == message_id,
-                )
-            ).first()
-            return found is not None
-
     # --- dispatching ------------------------------------------------------
     def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundSms]:
-        """Take up to ``limit`` due SMS for sending, under a lease.
-
-        A row is due when it is queued and its next attempt has come, or
-        when it is ``sending`` but its lease ran out (its dispatcher died).
-        Each status is one range scan of the ``(status, next_attempt_at)``
-        index, so the cost does not grow with the depth of the queue.  The
-        UPDATE is guarded by the row's old state (and PostgreSQL skips rows
-        another instance has locked), so two dispatchers never both take a
-        row; only rows that carry this claim's lease are returned.
-        """
+        """Take up to ``limit`` due SMS for sending, under a lease
+        (see :func:`_claim_leased`), and record the ``sending`` events."""
         with Session(self.engine, expire_on_commit=False) as session:
-            postgres = session.get_bind().dialect.name == "postgresql"
-            ids: list[int] = []
-            for status in (SmsStatus.QUEUED, SmsStatus.SENDING):
-                if len(ids) >= limit:
-                    break
-                due = (
-                    select(col(OutboundSms.id))
-                    .where(
-                        col(OutboundSms.status) == status,
-                        col(OutboundSms.next_attempt_at) <= now,
-                    )
-                    .order_by(col(OutboundSms.next_attempt_at))
-                    .limit(limit - len(ids))
-                )
-                if postgres:
-                    due = due.with_for_update(skip_locked=True)
-                ids.extend(_id(i) for i in session.scalars(due))
-            if not ids:
-                return []
-            session.execute(
-                update(OutboundSms)
-                .where(
-                    col(OutboundSms.id).in_(ids),
-                    col(OutboundSms.status).in_((SmsStatus.QUEUED, SmsStatus.SENDING)),
-                    col(OutboundSms.next_attempt_at) <= now,
-                )
-                .values(
-                    status=SmsStatus.SENDING,
-                    next_attempt_at=lease_until,
-                    attempts=col(OutboundSms.attempts) + 1,
-                    updated_at=now,
-                )
-            )
-            claimed = list(
-                session.scalars(
-                    select(OutboundSms)
-                    .where(
-                        col(OutboundSms.id).in_(ids),
-                        col(OutboundSms.status) == SmsStatus.SENDING,
-                        col(OutboundSms.next_attempt_at) == lease_until,
-                    )
-                    .order_by(col(OutboundSms.id))
-                )
-            )
+            claimed = _claim_leased(session, OutboundSms, now, limit, lease_until)
             session.add_all(
                 SmsEvent(sms_id=_id(row.id), status=SmsStatus.SENDING, at=now) for row in claimed
             )
@@ -398,21 +338,6 @@ class Store(AbuseQueries):
                 )
             session.commit()
         return [None] * len(outcomes)
-
-    def record_sent(
-        self, sms_id: int, *, carrier: str, carrier_id: str, status: str, now: datetime
-    ) -> None:
-        self.record_outcomes([SmsOutcome.sent(sms_id, carrier, carrier_id, status, now)])
-
-    def record_retry(
-        self, sms_id: int, *, error: str, code: str | None, next_attempt_at: datetime, now: datetime
-    ) -> None:
-        self.record_outcomes([SmsOutcome.retry(sms_id, error, code, next_attempt_at, now)])
-
-    def record_final(
-        self, sms_id: int, *, status: str, error: str, code: str | None, now: datetime
-    ) -> None:
-        self.record_outcomes([SmsOutcome.final(sms_id, status, error, code, now)])
 
     # --- reading ----------------------------------------------------------
     def list_sms(self, status: str | None = None, limit: int = 100) -> list[OutboundSms]:
@@ -598,34 +523,23 @@ class Store(AbuseQueries):
                     session.delete(found)
             for mail in mails:
                 self._add_mail(session, mail, now, deadline)
-            for sms in replies:
-                self._add_system_sms(session, sms, now, deadline)
+            _insert_queued_sms(
+                session,
+                [
+                    _queued_sms(
+                        sms,
+                        from_number=sms.from_number,
+                        sender="",
+                        email_id=None,
+                        now=now,
+                        deadline=deadline,
+                    )
+                    for sms in replies
+                ],
+                detail="keyword reply",
+            )
             session.commit()
             return True
-
-    def _add_system_sms(
-        self, session: Session, sms: NewSms, now: datetime, deadline: datetime
-    ) -> None:
-        row = OutboundSms(
-            uid=uuid.uuid4().hex,
-            email_id=None,
-            sender="",
-            to_number=sms.to_number,
-            from_number=sms.from_number,
-            text=sms.text,
-            encoding=sms.encoding,
-            segments=sms.segments,
-            status=SmsStatus.QUEUED,
-            next_attempt_at=now,
-            deadline_at=deadline,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        session.flush()
-        session.add(
-            SmsEvent(sms_id=_id(row.id), status=SmsStatus.QUEUED, at=now, detail="keyword reply")
-        )
 
     # --- delivery reports -------------------------------------------------
     def apply_status(
@@ -725,42 +639,11 @@ class Store(AbuseQueries):
             )
         )
 
-    def queue_mail(self, mail: NewMail, now: datetime, deadline: datetime) -> None:
-        with Session(self.engine) as session:
-            self._add_mail(session, mail, now, deadline)
-            session.commit()
-
     def claim_mail(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundMail]:
-        """Take due queued mail under a lease (see claim_due for SMS)."""
-        with Session(self.engine) as session:
-            due = select(col(OutboundMail.id)).where(
-                col(OutboundMail.status).in_((MailStatus.QUEUED, MailStatus.SENDING)),
-                col(OutboundMail.next_attempt_at) <= now,
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True)
-            ids = [
-                _id(i)
-                for i in session.scalars(
-                    due.order_by(col(OutboundMail.next_attempt_at)).limit(limit)
-                )
-            ]
-            if not ids:
-                return []
-            session.execute(
-                update(OutboundMail)
-                .where(col(OutboundMail.id).in_(ids))
-                .values(
-                    status=MailStatus.SENDING,
-                    next_attempt_at=lease_until,
-                    attempts=col(OutboundMail.attempts) + 1,
-                    updated_at=now,
-                )
-            )
+        """Take due queued mail under a lease (see :func:`_claim_leased`)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            claimed = _claim_leased(session, OutboundMail, now, limit, lease_until)
             session.commit()
-            claimed = list(
-                session.scalars(select(OutboundMail).where(col(OutboundMail.id).in_(ids)))
-            )
             for row in claimed:
                 session.expunge(row)
             return claimed
@@ -797,6 +680,68 @@ class Store(AbuseQueries):
             return list(session.scalars(query.limit(limit)))
 
 
+# --- leases -------------------------------------------------------------------
+_Leased = TypeVar("_Leased", OutboundSms, OutboundMail)
+
+
+def _claim_leased(
+    session: Session, model: type[_Leased], now: datetime, limit: int, lease_until: datetime
+) -> list[_Leased]:
+    """Claim up to ``limit`` due rows of a queue table (SMS or mail) under a
+    lease, inside the caller's transaction.
+
+    A row is due when it is ``queued`` and its next attempt has come, or when
+    it is ``sending`` but its lease ran out (its worker died).  Each status
+    is one range scan of the ``(status, next_attempt_at)`` index, so the cost
+    does not grow with the depth of the queue.  The UPDATE is guarded by the
+    row's old state (and PostgreSQL skips rows another instance has locked),
+    so two instances never both take a row; only rows that carry this
+    claim's lease are returned.  SMS and mail share the status names.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    queued, sending = SmsStatus.QUEUED, SmsStatus.SENDING
+    ids: list[int] = []
+    for status in (queued, sending):
+        if len(ids) >= limit:
+            break
+        due = (
+            select(col(model.id))
+            .where(col(model.status) == status, col(model.next_attempt_at) <= now)
+            .order_by(col(model.next_attempt_at))
+            .limit(limit - len(ids))
+        )
+        if postgres:
+            due = due.with_for_update(skip_locked=True)
+        ids.extend(_id(i) for i in session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(model)
+        .where(
+            col(model.id).in_(ids),
+            col(model.status).in_((queued, sending)),
+            col(model.next_attempt_at) <= now,
+        )
+        .values(
+            status=sending,
+            next_attempt_at=lease_until,
+            attempts=col(model.attempts) + 1,
+            updated_at=now,
+        )
+    )
+    return list(
+        session.scalars(
+            select(model)
+            .where(
+                col(model.id).in_(ids),
+                col(model.status) == sending,
+                col(model.next_attempt_at) == lease_until,
+            )
+            .order_by(col(model.id))
+        )
+    )
+
+
 # --- group-commit insert ------------------------------------------------------
 _EMAILS = InboundEmail.__table__  # type: ignore[attr-defined]
 _SMS = OutboundSms.__table__  # type: ignore[attr-defined]
@@ -821,6 +766,57 @@ def _duplicate(session: Session, email_id: int) -> EnqueueOutcome:
         select(col(OutboundSms.uid)).where(col(OutboundSms.email_id) == email_id)
     )
     return EnqueueOutcome(email_id, tuple(uids), duplicate=True)
+
+
+def _queued_sms(
+    sms: NewSms,
+    *,
+    from_number: str | None,
+    sender: str,
+    email_id: int | None,
+    now: datetime,
+    deadline: datetime,
+) -> dict[str, object]:
+    """The column values of a new queued SMS row (uid drawn here)."""
+    return {
+        "uid": uuid.uuid4().hex,
+        "email_id": email_id,
+        "sender": sender,
+        "to_number": sms.to_number,
+        "from_number": from_number,
+        "text": sms.text,
+        "encoding": sms.encoding,
+        "segments": sms.segments,
+        "status": SmsStatus.QUEUED,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "deadline_at": deadline,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_queued_sms(
+    session: Session, rows: Sequence[dict[str, object]], detail: str | None = None
+) -> None:
+    """Insert SMS rows and their first ("queued") events, set-based."""
+    if not rows:
+        return
+    result = session.execute(
+        insert(_SMS).returning(_SMS.c.id, sort_by_parameter_order=True), list(rows)
+    )
+    session.execute(
+        insert(_EVENTS),
+        [
+            {
+                "sms_id": row[0],
+                "status": SmsStatus.QUEUED,
+                "at": values["created_at"],
+                "detail": detail,
+            }
+            for row, values in zip(result, rows, strict=True)
+        ],
+    )
 
 
 def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
@@ -885,26 +881,16 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
                 if sms.to_number not in chosen:
                     chosen[sms.to_number] = _allocate(item, sms.to_number, email_id, pairs)
                 number = chosen[sms.to_number]
-            uid = uuid.uuid4().hex
-            uids_of.setdefault(index, []).append(uid)
-            sms_values.append(
-                {
-                    "uid": uid,
-                    "email_id": email_id,
-                    "sender": item.from_address,
-                    "to_number": sms.to_number,
-                    "from_number": number,
-                    "text": sms.text,
-                    "encoding": sms.encoding,
-                    "segments": sms.segments,
-                    "status": SmsStatus.QUEUED,
-                    "attempts": 0,
-                    "next_attempt_at": item.received_at,
-                    "deadline_at": item.deadline_at,
-                    "created_at": item.received_at,
-                    "updated_at": item.received_at,
-                }
+            values = _queued_sms(
+                sms,
+                from_number=number,
+                sender=item.from_address,
+                email_id=email_id,
+                now=item.received_at,
+                deadline=item.deadline_at,
             )
+            uids_of.setdefault(index, []).append(str(values["uid"]))
+            sms_values.append(values)
 
     # 4. Conversations changed by this batch.
     changed = [pair_of for by_number in pairs.values() for pair_of in by_number.values()]
@@ -944,22 +930,7 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
         session.execute(insert(_PAIRS), inserts)
 
     # 5. The SMS and their "queued" events.
-    if sms_values:
-        result = session.execute(
-            insert(_SMS).returning(_SMS.c.id, sort_by_parameter_order=True), sms_values
-        )
-        session.execute(
-            insert(_EVENTS),
-            [
-                {
-                    "sms_id": row[0],
-                    "status": SmsStatus.QUEUED,
-                    "at": values["created_at"],
-                    "detail": None,
-                }
-                for row, values in zip(result, sms_values, strict=True)
-            ],
-        )
+    _insert_queued_sms(session, sms_values)
 
     outcomes: list[EnqueueOutcome] = []
     for index, item in enumerate(batch):

@@ -17,9 +17,23 @@ from mailsms.policy import (
     normalise_sender_entry,
 )
 from mailsms.retry import RetryPolicy, backoff, next_attempt
-from mailsms.routing import choose_from_number
+from mailsms.routing import allocate_number
 
 POLICY = RetryPolicy(initial=10, maximum=600)
+
+
+def choose_from_number(
+    own: str | None, pool: list[str], default_from: str | None, to_number: str
+) -> str | None:
+    """A sender's first SMS to a phone: no conversation history yet."""
+    return allocate_number(
+        sender="alice@corp.example",
+        phone=to_number,
+        own=own,
+        pool=pool,
+        default_from=default_from,
+        conversations=(),
+    )
 
 
 @given(attempts=st.integers(min_value=1, max_value=10_000), unit=st.floats(0, 0.999999))
