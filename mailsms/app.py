@@ -144,49 +144,22 @@ class Gateway:
             clock=utcnow,
         )
         tls = _tls_context(settings)
-        try:
-            self.smtp_server = await start_smtp(
-                handler,
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-                hostname=settings.domain,
-                data_size_limit=settings.max_message_size,
-                idle_timeout=settings.smtp_timeout,
-                tls_context=tls,
-                require_starttls=settings.require_starttls,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for SMTP on {settings.smtp_host}:{settings.smtp_port}: "
-                f"{exc.strerror or exc}"
-            ) from exc
-        self._stack.push_async_callback(self._close_smtp)
+        self.smtp_server = await self._listen(
+            handler,
+            settings.smtp_port,
+            "SMTP",
+            tls_context=tls,
+            require_starttls=settings.require_starttls,
+        )
         if settings.submissions_port is not None and tls is not None:
             # RFC 8314 implicit TLS: a second listener on the same loop.
-            try:
-                submissions = await start_smtp(
-                    handler,
-                    host=settings.smtp_host,
-                    port=settings.submissions_port,
-                    hostname=settings.domain,
-                    data_size_limit=settings.max_message_size,
-                    idle_timeout=settings.smtp_timeout,
-                    tls_context=tls,
-                    implicit_tls=True,
-                )
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot listen for SMTP (implicit TLS) on {settings.smtp_host}:"
-                    f"{settings.submissions_port}: {exc.strerror or exc}"
-                ) from exc
-            self.submissions_server = submissions
-
-            async def close_submissions() -> None:
-                submissions.close()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(submissions.wait_closed(), timeout=5)
-
-            self._stack.push_async_callback(close_submissions)
+            self.submissions_server = await self._listen(
+                handler,
+                settings.submissions_port,
+                "SMTP (implicit TLS)",
+                tls_context=tls,
+                implicit_tls=True,
+            )
 
         await self._start_http(runner)
         log.info(
@@ -319,13 +292,44 @@ class Gateway:
     def _smtp_listening(self) -> bool:
         return self.smtp_server is not None and self.smtp_server.is_serving()
 
-    async def _close_smtp(self) -> None:
-        if self.smtp_server is not None:
-            self.smtp_server.close()
+    async def _listen(
+        self,
+        handler: GatewayHandler,
+        port: int,
+        what: str,
+        *,
+        tls_context: ssl.SSLContext | None,
+        require_starttls: bool = False,
+        implicit_tls: bool = False,
+    ) -> asyncio.Server:
+        """Bind one SMTP listener and close it at shutdown."""
+        settings = self.settings
+        try:
+            server = await start_smtp(
+                handler,
+                host=settings.smtp_host,
+                port=port,
+                hostname=settings.domain,
+                data_size_limit=settings.max_message_size,
+                idle_timeout=settings.smtp_timeout,
+                tls_context=tls_context,
+                require_starttls=require_starttls,
+                implicit_tls=implicit_tls,
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for {what} on {settings.smtp_host}:{port}: {exc.strerror or exc}"
+            ) from exc
+
+        async def close() -> None:
+            server.close()
             # Sessions in DATA finish their commit through the committer,
             # which is stopped after this (the exit stack runs in reverse).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.smtp_server.wait_closed(), timeout=5)
+                await asyncio.wait_for(server.wait_closed(), timeout=5)
+
+        self._stack.push_async_callback(close)
+        return server
 
     async def stop(self) -> None:
         await self._stack.aclose()
