@@ -127,7 +127,6 @@ class Gateway:
         if settings.dispatcher_enabled:
             dispatcher.start()
             self._stack.push_async_callback(dispatcher.stop)
-        self._start_two_way(runner, dispatcher)
 
         handler = GatewayHandler(
             HandlerConfig(
@@ -143,6 +142,7 @@ class Gateway:
             committer,
             clock=utcnow,
         )
+        self._start_two_way(runner, dispatcher, handler)
         tls = _tls_context(settings)
         self.smtp_server = await self._listen(
             handler,
@@ -172,7 +172,9 @@ class Gateway:
             carrier.name,
         )
 
-    def _start_two_way(self, runner: DbRunner, dispatcher: Dispatcher) -> None:
+    def _start_two_way(
+        self, runner: DbRunner, dispatcher: Dispatcher, handler: GatewayHandler
+    ) -> None:
         """SMS to email: the inbound router, bounces and the mail queue."""
         settings = self.settings
         deadline = timedelta(seconds=settings.retry_deadline)
@@ -242,6 +244,7 @@ class Gateway:
                 clock=utcnow,
                 on_mail=mail_queue.notify,
                 on_sms=dispatcher.notify,
+                on_opt_out=handler.forget_directory,
             ).round,
             poll_interval=settings.dispatch_poll_interval,
         )

@@ -116,12 +116,16 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> int:
         now = self._clock()
-        rows = await self._runner.call(self._runner.store.claim_due, now, limit, now + self._lease)
+        claim = await self._runner.call(self._runner.store.claim_due, now, limit, now + self._lease)
+        if claim.opted_out:
+            log.info("%d SMS not sent: the phone opted out after the email came", claim.opted_out)
+            self._final()
+        rows = claim.rows
         for row in rows:
             task = asyncio.create_task(self._deliver(row))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
-        return len(rows)
+        return len(rows) + claim.opted_out
 
     async def _deliver(self, row: SmsRow) -> None:
         assert row.id is not None

@@ -53,6 +53,7 @@ class InboundRouter:
         clock: Callable[[], datetime],
         on_mail: Callable[[], None] | None = None,
         on_sms: Callable[[], None] | None = None,
+        on_opt_out: Callable[[], None] | None = None,
         batch: int = 50,
     ) -> None:
         self._runner = runner
@@ -60,6 +61,9 @@ class InboundRouter:
         self._clock = clock
         self._on_mail = on_mail
         self._on_sms = on_sms
+        self._on_opt_out = on_opt_out
+        """Called after a STOP or START changed the opt-out list (the SMTP
+        listener drops its snapshot, so the change counts at once)."""
         self._batch = batch
 
     async def round(self) -> int:
@@ -155,6 +159,8 @@ class InboundRouter:
             self._on_mail()
         if replies and self._on_sms is not None:
             self._on_sms()
+        if (suppress is not None or unsuppress) and self._on_opt_out is not None:
+            self._on_opt_out()
 
     def _reply_mail(self, row: InboundSms, route: Route, text: str) -> NewMail:
         message = compose_reply(

@@ -76,7 +76,7 @@ from mailsms.proof import (
 )
 from mailsms.smtp import codes
 from mailsms.store.models import EmailDisposition
-from mailsms.store.queries import AcceptedEmail, NewSms
+from mailsms.store.queries import AcceptedEmail, NewSms, Store
 from mailsms.store.runner import DbRunner, GroupCommitter
 from mailsms.text import EmptyMessage, MessageTooLong, TextError, TextOptions, email_to_sms
 from mailsms.trust import (
@@ -101,8 +101,7 @@ MAX_HEADER_BYTES = 64 * 1024
 # unknown user costs one scrypt like a known one, so timing does not tell
 # which identities exist.
 _DUMMY_HASH = (
-    "scrypt$16384$8$1$KqhKx0Yb0nOfdb7B8O6m3g==$"
-    "m8Xq2mGfK2v6S9b4pYV3o0hJm3b7o1N2w4uP5yQk6ZE="
+    "scrypt$16384$8$1$KqhKx0Yb0nOfdb7B8O6m3g==$m8Xq2mGfK2v6S9b4pYV3o0hJm3b7o1N2w4uP5yQk6ZE="
 )
 
 
@@ -142,6 +141,11 @@ class _Directory:
     """entry -> its explicit policy (None: the global default)."""
     numbers: tuple[tuple[str, str | None], ...]
     """(number, owner entry or None) in registration order."""
+    opted_out: frozenset[str]
+    """Phones with an opt-out, for the early refusal at RCPT; reloaded only
+    when the table's stamp changes.  A STOP newer than the snapshot is
+    caught by the dispatcher, which checks again as it claims each SMS."""
+    opted_out_stamp: tuple[object, ...]
     loaded: float
 
 
@@ -178,16 +182,14 @@ class GatewayHandler:
         now = time.monotonic()
         current = self._directory
         if current is None or now - current.loaded > self.config.directory_ttl:
-            senders = await self._runner.call(self._runner.store.sender_trust)
-            numbers = await self._runner.call(self._runner.store.list_numbers)
-            current = _Directory(
-                senders=frozenset(s.address for s in senders),
-                policies={s.address: s.policy for s in senders},
-                numbers=tuple((row.number, row.sender) for row in numbers),
-                loaded=now,
-            )
+            current = await self._runner.call(_load_directory, self._runner.store, current, now)
             self._directory = current
         return current
+
+    def forget_directory(self) -> None:
+        """Reload the snapshot at the next command (an opt-out changed here;
+        other instances see it within ``directory_ttl``)."""
+        self._directory = None
 
     # --- AUTH (called by smtp.server.GatewaySMTP, only under TLS) ----------
     async def check_credentials(self, login: bytes, password: bytes) -> str | None:
@@ -236,9 +238,7 @@ class GatewayHandler:
                         f"authenticated as {identity}, which may not send as "
                         f"<{address_key(address)}>"
                     )
-            elif (
-                self._required(directory, decision.entry, session) == "smtp-auth"
-            ):
+            elif self._required(directory, decision.entry, session) == "smtp-auth":
                 # RFC 4954 section 6: refuse the command that needs AUTH.
                 return codes.AUTH_REQUIRED.reply(
                     f"Authentication required: {decision.entry} must log in (SMTP AUTH "
@@ -266,7 +266,12 @@ class GatewayHandler:
         refused = check_destination(recipient.e164, self.config.trust.destinations)
         if refused is not None:
             return codes.DESTINATION_REFUSED.reply(refused)
-        suppression = await self._runner.call(self._runner.store.suppression_for, recipient.e164)
+        suppression = None
+        if recipient.e164 in (await self._dir()).opted_out:
+            # Confirmed in the database, so a START since the snapshot counts.
+            suppression = await self._runner.call(
+                self._runner.store.suppression_for, recipient.e164
+            )
         if suppression is not None:
             return codes.NOT_AUTHORIZED.reply(
                 f"{recipient.e164} has opted out of SMS (replied {suppression.keyword} "
@@ -436,8 +441,7 @@ class GatewayHandler:
             return None, _Proven("trusted-relay", f"{authserv}; none (trusted relay {ip})")
         if required == "smtp-auth":
             return codes.AUTH_REQUIRED.reply(
-                f"Authentication required: {entry} must log in (SMTP AUTH after STARTTLS) "
-                "to send"
+                f"Authentication required: {entry} must log in (SMTP AUTH after STARTTLS) to send"
             ), None
 
         proof = await prove_sender(
@@ -479,9 +483,7 @@ class GatewayHandler:
         if limit <= 0:
             return None
         start = window_start(PHONE_HOUR, self._clock())
-        used = await self._runner.call(
-            self._runner.store.counter_value, PHONE_HOUR, e164, start
-        )
+        used = await self._runner.call(self._runner.store.counter_value, PHONE_HOUR, e164, start)
         if used >= limit:
             return describe(Charge(PHONE_HOUR, e164, start, 1, limit))
         return None
@@ -520,6 +522,26 @@ class GatewayHandler:
         # the exception text in a 500 reply).
         log.error("unexpected error in SMTP session", exc_info=error)
         return codes.LOCAL_ERROR.reply("Temporary local problem, please try again later")
+
+
+def _load_directory(store: Store, previous: _Directory | None, now: float) -> _Directory:
+    """A fresh snapshot of senders and numbers (small tables); the opt-out
+    phones are carried over unless the table changed."""
+    senders = store.sender_trust()
+    numbers = store.list_numbers()
+    stamp = store.suppression_stamp()
+    if previous is not None and previous.opted_out_stamp == stamp:
+        opted_out = previous.opted_out
+    else:
+        opted_out = store.suppressed_phones()
+    return _Directory(
+        senders=frozenset(s.address for s in senders),
+        policies={s.address: s.policy for s in senders},
+        numbers=tuple((row.number, row.sender) for row in numbers),
+        opted_out=opted_out,
+        opted_out_stamp=stamp,
+        loaded=now,
+    )
 
 
 def _identity(session: Any) -> str | None:

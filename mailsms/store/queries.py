@@ -160,6 +160,18 @@ class SmsOutcome:
         return cls(sms_id, status, now, error, error=error, error_code=code)
 
 
+OPTED_OUT_CODE = "opted-out"
+OPTED_OUT_ERROR = "the phone opted out (texted STOP) before the SMS was sent"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """SMS claimed for sending, and how many were refused for an opt-out."""
+
+    rows: list[OutboundSms]
+    opted_out: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class NumberRow:
     number: str
@@ -290,18 +302,55 @@ class Store(AbuseQueries):
             return _duplicate(session, _id(email_id))
 
     # --- dispatching ------------------------------------------------------
-    def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundSms]:
+    def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> Claim:
         """Take up to ``limit`` due SMS for sending, under a lease
-        (see :func:`_claim_leased`), and record the ``sending`` events."""
+        (see :func:`_claim_leased`), and record the ``sending`` events.
+
+        The opt-out check that counts is made here, in the claim's own
+        transaction: an SMS from an email to a phone that has texted STOP
+        since the email was accepted is never sent; it ends ``failed`` with
+        a bounce due, like any other undeliverable SMS.  (Keyword replies,
+        such as the STOP confirmation itself, have no email and are sent.)
+        """
         with Session(self.engine, expire_on_commit=False) as session:
             claimed = _claim_leased(session, OutboundSms, now, limit, lease_until)
+            phones = {row.to_number for row in claimed if row.email_id is not None}
+            opted_out: set[str] = set()
+            if phones:
+                opted_out = set(
+                    session.scalars(
+                        select(col(Suppression.phone))
+                        .where(col(Suppression.phone).in_(phones))
+                        .distinct()
+                    )
+                )
+            refused = [r for r in claimed if r.email_id is not None and r.to_number in opted_out]
+            sending = [r for r in claimed if r not in refused]
+            if refused:
+                session.execute(
+                    update(OutboundSms)
+                    .where(col(OutboundSms.id).in_([_id(r.id) for r in refused]))
+                    .values(
+                        status=SmsStatus.FAILED,
+                        error=OPTED_OUT_ERROR,
+                        error_code=OPTED_OUT_CODE,
+                        bounce="pending",
+                        updated_at=now,
+                    )
+                )
             session.add_all(
-                SmsEvent(sms_id=_id(row.id), status=SmsStatus.SENDING, at=now) for row in claimed
+                SmsEvent(sms_id=_id(row.id), status=SmsStatus.SENDING, at=now) for row in sending
+            )
+            session.add_all(
+                SmsEvent(
+                    sms_id=_id(row.id), status=SmsStatus.FAILED, at=now, detail=OPTED_OUT_ERROR
+                )
+                for row in refused
             )
             session.commit()
-            for row in claimed:
+            for row in sending:
                 session.expunge(row)
-            return claimed
+            return Claim(sending, len(refused))
 
     def record_outcomes(self, outcomes: Sequence[SmsOutcome]) -> list[None]:
         """Record what became of a batch of hand-overs in ONE transaction
@@ -373,6 +422,25 @@ class Store(AbuseQueries):
             return session.scalars(
                 select(Suppression).where(col(Suppression.phone) == phone).limit(1)
             ).first()
+
+    def suppression_stamp(self) -> tuple[int, int | None, datetime | None]:
+        """A cheap fingerprint of the opt-out table (count, highest id,
+        newest row): it changes whenever a STOP adds or a START removes a
+        row, so a cached copy of the phones is reloaded only then."""
+        with self.engine.connect() as connection:
+            count, top, newest = connection.execute(
+                select(
+                    func.count(),
+                    func.max(col(Suppression.id)),
+                    func.max(col(Suppression.created_at)),
+                )
+            ).one()
+            return int(count), top, newest
+
+    def suppressed_phones(self) -> frozenset[str]:
+        """Every phone with an opt-out (the SMTP handler's early check)."""
+        with self.engine.connect() as connection:
+            return frozenset(connection.scalars(select(col(Suppression.phone)).distinct()))
 
     def list_suppressions(self) -> list[Suppression]:
         with Session(self.engine) as session:

@@ -18,6 +18,7 @@ import pytest
 
 from mailsms.store.models import InboundStatus, MailStatus, SmsStatus
 from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.twilio import ScriptedResponse
 from tests.twoway.conftest import DOMAIN, SELECTOR, TwoWay, eventually
 
 ALICE = "alice@corp.example"
@@ -325,6 +326,42 @@ async def test_stop_refuses_mail_to_that_phone_and_start_allows_it_again(two_way
     assert bodies[-1] == "welcome back"
     # One STOP, one confirmation.
     assert sum("unsubscribed" in b for b in bodies) == 1
+
+
+async def test_a_stop_after_the_email_was_accepted_stops_the_queued_sms(
+    two_way: TwoWay,
+) -> None:
+    """The opt-out that counts is checked as the SMS is claimed for sending:
+    an SMS waiting for a retry when the phone texts STOP is never sent, and
+    its sender gets a bounce saying why."""
+    tw = two_way
+    await add_pool(tw, POOL_A)
+    tw.twilio.script(ScriptedResponse(429, 20429, "Too Many Requests", {"Retry-After": "2"}))
+    await smtp_send(tw, email(ALICE, f"4155551212@{DOMAIN}", "last chance sale", "Sale"))
+    await eventually(lambda: tw.twilio.attempts >= 1)
+    [waiting] = tw.store.list_sms()
+    assert waiting.status == SmsStatus.QUEUED  # waiting out the Retry-After
+
+    await tw.phone_says("STOP", PHONE, POOL_A, "SM" + "5" * 32)
+    [confirmation] = await tw.twilio.wait_for_async(1)
+    assert "unsubscribed" in confirmation.fields["Body"]
+
+    [row] = await eventually(
+        lambda: [r for r in tw.store.list_sms() if r.email_id and r.status == SmsStatus.FAILED]
+    )
+    assert row.error_code == "opted-out" and "opted out" in (row.error or "")
+    assert [r.fields["Body"] for r in tw.twilio.requests] == [confirmation.fields["Body"]]
+    bounce = next(
+        env
+        for env in await tw.sink.wait_for(2, timeout=10)
+        if message_from_bytes(env.content, policy=policy.default).get_content_type()
+        == "multipart/report"
+    )
+    assert bounce.mail_from == "" and bounce.rcpt_tos == (ALICE,)
+    human = message_from_bytes(bounce.content, policy=policy.default).get_payload()[0]
+    assert "opted out" in human.get_content()
+    history = [e.status for e in tw.store.sms_events(row.id or 0)]
+    assert history[-1] == SmsStatus.FAILED
 
 
 async def test_help_is_answered_and_unknown_pairs_are_kept_with_a_reason(two_way: TwoWay) -> None:
