@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import ssl
+from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
@@ -27,6 +28,7 @@ from mailsms.inbound import InboundConfig, InboundRouter
 from mailsms.mail.dkim import DkimKeyError, load_signer
 from mailsms.mail.queue import MailDispatcher
 from mailsms.mail.transport import TransportConfig, make_transport
+from mailsms.prefork import supervise
 from mailsms.retry import RetryPolicy
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
 from mailsms.smtp.server import make_tls_context, start_smtp
@@ -53,11 +55,76 @@ def text_options(settings: Settings) -> TextOptions:
     )
 
 
-class Gateway:
-    """A running gateway: SMTP listener, dispatcher and HTTP server."""
+# Pending connections the kernel holds per listener: a burst of sessions
+# waits in the queue instead of being refused (asyncio's default is 100).
+LISTEN_BACKLOG = 1024
 
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """The bound listening sockets.  ``mailsms serve --workers N`` binds them
+    once and every worker process accepts from the same sockets."""
+
+    smtp: socket.socket
+    http: socket.socket
+    submissions: socket.socket | None = None
+
+    def close(self) -> None:
+        for sock in (self.smtp, self.http, self.submissions):
+            if sock is not None:
+                sock.close()
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    try:
+        return socket.create_server(
+            (host, port),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            backlog=LISTEN_BACKLOG,
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+
+
+def bind_listeners(settings: Settings) -> Listeners:
+    """Bind every listener the settings ask for, or raise StartupError
+    (closing what was already bound)."""
+    bound: list[socket.socket] = []
+    try:
+        smtp = _bind(settings.smtp_host, settings.smtp_port, "SMTP")
+        bound.append(smtp)
+        submissions = None
+        if settings.submissions_port is not None:
+            submissions = _bind(
+                settings.smtp_host, settings.submissions_port, "SMTP (implicit TLS)"
+            )
+            bound.append(submissions)
+        http = _bind(settings.http_host, settings.http_port, "HTTP")
+    except StartupError:
+        for sock in bound:
+            sock.close()
+        raise
+    return Listeners(smtp=smtp, http=http, submissions=submissions)
+
+
+def check_tls(settings: Settings) -> None:
+    """Raise SettingsError or StartupError when the TLS settings are unusable
+    (run once before workers are started, so the operator sees one line)."""
+    _tls_context(settings)
+
+
+class Gateway:
+    """A running gateway: SMTP listener, dispatcher and HTTP server.
+
+    ``listeners``: sockets bound by the caller (shared by worker processes);
+    None binds them here from the settings.
+    """
+
+    def __init__(self, settings: Settings, listeners: Listeners | None = None) -> None:
         self.settings = settings
+        self._listeners = listeners
         self._stack = contextlib.AsyncExitStack()
         self.smtp_server: asyncio.Server | None = None
         self.submissions_server: asyncio.Server | None = None
@@ -86,6 +153,11 @@ class Gateway:
 
     async def _start(self) -> None:
         settings = self.settings
+        tls = _tls_context(settings)
+        listeners = self._listeners
+        if listeners is None:
+            listeners = bind_listeners(settings)
+            self._stack.callback(listeners.close)
         engine = make_engine(settings.database_url)
         self._stack.callback(engine.dispose)
         try:
@@ -143,25 +215,19 @@ class Gateway:
             clock=utcnow,
         )
         self._start_two_way(runner, dispatcher, handler)
-        tls = _tls_context(settings)
         self.smtp_server = await self._listen(
             handler,
-            settings.smtp_port,
-            "SMTP",
+            listeners.smtp,
             tls_context=tls,
             require_starttls=settings.require_starttls,
         )
-        if settings.submissions_port is not None and tls is not None:
+        if listeners.submissions is not None and tls is not None:
             # RFC 8314 implicit TLS: a second listener on the same loop.
             self.submissions_server = await self._listen(
-                handler,
-                settings.submissions_port,
-                "SMTP (implicit TLS)",
-                tls_context=tls,
-                implicit_tls=True,
+                handler, listeners.submissions, tls_context=tls, implicit_tls=True
             )
 
-        await self._start_http(runner)
+        await self._start_http(runner, listeners.http)
         log.info(
             "mailsms listening: SMTP %s:%d, HTTP %s:%d, domain %s, carrier %s",
             settings.smtp_host,
@@ -262,18 +328,7 @@ class Gateway:
         # A final failure recorded by the dispatcher leaves a bounce to send.
         dispatcher.on_final = bounces.notify
 
-    async def _start_http(self, runner: DbRunner) -> None:
-        settings = self.settings
-        try:
-            sock = socket.create_server(
-                (settings.http_host, settings.http_port),
-                family=socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: "
-                f"{exc.strerror or exc}"
-            ) from exc
+    async def _start_http(self, runner: DbRunner, sock: socket.socket) -> None:
         app = create_app(runner, listener_ready=self._smtp_listening, webhooks=self.webhook_context)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
         config.load()
@@ -288,7 +343,6 @@ class Gateway:
             if self._http_task is not None:
                 await self._http_task
             await server.shutdown(sockets=[sock])
-            sock.close()
 
         self._stack.push_async_callback(close_http)
 
@@ -298,31 +352,24 @@ class Gateway:
     async def _listen(
         self,
         handler: GatewayHandler,
-        port: int,
-        what: str,
+        sock: socket.socket,
         *,
         tls_context: ssl.SSLContext | None,
         require_starttls: bool = False,
         implicit_tls: bool = False,
     ) -> asyncio.Server:
-        """Bind one SMTP listener and close it at shutdown."""
+        """Serve SMTP on one bound socket and stop serving at shutdown."""
         settings = self.settings
-        try:
-            server = await start_smtp(
-                handler,
-                host=settings.smtp_host,
-                port=port,
-                hostname=settings.domain,
-                data_size_limit=settings.max_message_size,
-                idle_timeout=settings.smtp_timeout,
-                tls_context=tls_context,
-                require_starttls=require_starttls,
-                implicit_tls=implicit_tls,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for {what} on {settings.smtp_host}:{port}: {exc.strerror or exc}"
-            ) from exc
+        server = await start_smtp(
+            handler,
+            sock=sock,
+            hostname=settings.domain,
+            data_size_limit=settings.max_message_size,
+            idle_timeout=settings.smtp_timeout,
+            tls_context=tls_context,
+            require_starttls=require_starttls,
+            implicit_tls=implicit_tls,
+        )
 
         async def close() -> None:
             server.close()
@@ -373,9 +420,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, listeners: Listeners | None = None) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly."""
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, listeners)
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -386,3 +433,41 @@ async def serve(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await gateway.stop()
+
+
+def serve_workers(settings: Settings) -> int:
+    """``MAILSMS_WORKERS`` processes on shared listeners (mailsms.prefork);
+    the exit status.  Settings, TLS files and the database are checked once,
+    here, so a mistake is reported once, before any worker starts."""
+    check_tls(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+    except Exception as exc:
+        raise StartupError(
+            f"cannot open the database ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    finally:
+        engine.dispose()  # no connection may cross the fork
+    listeners = bind_listeners(settings)
+    log.info(
+        "mailsms starting %d workers: SMTP %s:%d, HTTP %s:%d",
+        settings.workers,
+        settings.smtp_host,
+        listeners.smtp.getsockname()[1],
+        settings.http_host,
+        listeners.http.getsockname()[1],
+    )
+
+    def run_worker(index: int) -> int:
+        try:
+            asyncio.run(serve(settings, listeners))
+        except (StartupError, SettingsError) as exc:
+            log.error("worker %d cannot start: %s", index, exc)
+            return 1
+        return 0
+
+    try:
+        return supervise(settings.workers, run_worker)
+    finally:
+        listeners.close()

@@ -152,15 +152,32 @@ def main_callback(ctx: typer.Context, config: ConfigOption = None) -> None:
 
 # --- serve ----------------------------------------------------------------
 @app.command()
-def serve(ctx: typer.Context, config: ConfigOption = None) -> None:
+def serve(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            max=64,
+            help="Gateway processes sharing the listeners (default MAILSMS_WORKERS, 1).",
+        ),
+    ] = None,
+) -> None:
     """Run the gateway: SMTP listener, dispatcher and HTTP server."""
-    from mailsms.app import StartupError
+    from mailsms.app import StartupError, serve_workers
     from mailsms.app import serve as run_gateway
 
     settings = get_settings(ctx, config)
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
+    # With several workers, each line says which process wrote it.
+    process = " [%(process)d]" if settings.workers > 1 else ""
     logging.basicConfig(
         level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s{process} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if settings.log_level != "DEBUG":
@@ -168,7 +185,12 @@ def serve(ctx: typer.Context, config: ConfigOption = None) -> None:
         # costs more than the commands themselves.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
-        asyncio.run(run_gateway(settings))
+        if settings.workers > 1:
+            status = serve_workers(settings)
+            if status:
+                raise typer.Exit(status)
+        else:
+            asyncio.run(run_gateway(settings))
     except SettingsError as exc:
         fail(str(exc))
     except StartupError as exc:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     """Base URL the carriers reach us at (behind a proxy); status callbacks
     are only requested when it is set."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Gateway processes sharing the listeners and the database (one event
+    loop each; Python runs one core per process)."""
 
     # --- storage ----------------------------------------------------------
     database_url: str = "sqlite:///./mailsms.db"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import socket
 import ssl
 from base64 import b64decode
 from typing import Any, AnyStr
@@ -158,8 +159,7 @@ def make_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 async def start_smtp(
     handler: GatewayHandler,
     *,
-    host: str,
-    port: int,
+    sock: socket.socket,
     hostname: str,
     data_size_limit: int,
     idle_timeout: float,
@@ -167,7 +167,7 @@ async def start_smtp(
     require_starttls: bool = False,
     implicit_tls: bool = False,
 ) -> asyncio.Server:
-    """Bind one listener; returns the server (its sockets tell the port).
+    """Serve SMTP on the bound listening socket ``sock``; returns the server.
 
     ``implicit_tls``: the whole connection is TLS (``tls_context`` required);
     otherwise ``tls_context`` enables STARTTLS.
@@ -195,6 +195,5 @@ async def start_smtp(
             loop=loop,
         )
 
-    if implicit_tls:
-        return await loop.create_server(factory, host=host, port=port, ssl=tls_context)
-    return await loop.create_server(factory, host=host, port=port)
+    ssl_context = tls_context if implicit_tls else None
+    return await loop.create_server(factory, sock=sock, ssl=ssl_context)

@@ -9,6 +9,10 @@ SQLite; PostgreSQL URLs work the same way.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,75 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+class WriteGate:
+    """One SQLite transaction at a time across the processes of
+    ``mailsms serve --workers N`` (and the threads of each).
+
+    SQLite has one writer; when a second process finds the file locked, its
+    busy handler sleeps 1, 2, 5, 10... ms between tries, so workers would
+    spend their time asleep while the lock is long free.  An ``flock`` on a
+    file beside the database hands over at once: the kernel wakes the next
+    waiter when the holder releases it.  Taken when SQLAlchemy begins a
+    transaction, released after the database's own commit or rollback
+    (:func:`_gated_connection`); SQLite's busy timeout remains the fallback
+    for other programs (the ``sqlite3`` shell, backups).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._pid = -1
+        self._thread_lock = threading.Lock()
+        self._held = threading.local()
+
+    def _file(self) -> int:
+        # After a fork the child opens its own file: flock locks belong to
+        # the open file, and an inherited one would not exclude the parent.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def acquire(self, *_: Any) -> None:
+        if getattr(self._held, "yes", False):
+            return  # this thread's transaction already holds it
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._held.yes = True
+
+    def release(self) -> None:
+        if not getattr(self._held, "yes", False):
+            return  # e.g. the pool's rollback of an idle connection
+        self._held.yes = False
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+
+def _gated_connection(gate: WriteGate) -> type[sqlite3.Connection]:
+    """A sqlite3 connection class that opens the gate after each commit and
+    rollback (SQLAlchemy's own commit event fires before the commit)."""
+
+    class GatedConnection(sqlite3.Connection):
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                gate.release()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                gate.release()
+
+    return GatedConnection
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine for ``url``; for SQLite, create the file's folder."""
     url = _normalise_url(url)
@@ -54,12 +127,17 @@ def make_engine(url: str) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            # The group committer and the dispatcher use worker threads.
-            connect_args={"check_same_thread": False, "timeout": 10},
-        )
+        # The group committer and the dispatcher use worker threads.
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 10}
+        gate = None
+        if database and database != ":memory:":
+            path = Path(database).expanduser()
+            gate = WriteGate(path.with_name(path.name + ".lock"))
+            connect_args["factory"] = _gated_connection(gate)
+        engine = create_engine(url, connect_args=connect_args)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if gate is not None:
+            event.listen(engine, "begin", gate.acquire)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 

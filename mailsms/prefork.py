@@ -1,0 +1,100 @@
+"""``mailsms serve`` with ``MAILSMS_WORKERS`` > 1: a pre-fork supervisor.
+
+One Python process runs one core, so N worker processes serve together:
+the supervisor checks the settings, migrates the database and binds the
+listening sockets once, then forks N workers that each run a whole gateway
+(SMTP, dispatcher, HTTP) on its own event loop, accepting from the shared
+sockets; the kernel hands each new connection to one of them.  They share
+nothing else but the database: the group commit, the lease claims of the
+dispatcher and the guarded updates of the other queues were built for
+several instances on one database, so N workers are N instances.
+
+The supervisor forwards SIGTERM and SIGINT, waits for every worker to shut
+down cleanly, and restarts a worker that dies; a worker that keeps dying
+right after it started (a broken configuration) stops the whole service.
+It holds no threads, event loop or database connection when it forks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+QUICK_DEATH = 5.0
+"""A worker that exits within this many seconds of its start failed to start."""
+MAX_QUICK_DEATHS = 3
+"""Quick deaths in a row after which the supervisor gives up."""
+RESTART_DELAY = 1.0
+
+
+def supervise(count: int, run_worker: Callable[[int], int]) -> int:
+    """Fork ``count`` workers running ``run_worker(index)`` (its return value
+    is the worker's exit status) and supervise them until a signal stops
+    them; the exit status: 0 after a clean stop, else the first failure."""
+    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+    stopping = False
+    status = 0
+    quick_deaths = 0
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = run_worker(index)
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = (index, time.monotonic())
+        log.info("worker %d started (pid %d)", index, pid)
+
+    def stop_all(signum: int, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for index in range(count):
+            spawn(index)
+        while children:
+            try:
+                pid, wait_status = os.wait()
+            except ChildProcessError:
+                break
+            if pid not in children:
+                continue
+            index, started = children.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if stopping:
+                if code != 0:
+                    log.warning("worker %d (pid %d) stopped with status %d", index, pid, code)
+                    status = status or 1
+                continue
+            log.error("worker %d (pid %d) exited unexpectedly with status %d", index, pid, code)
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < QUICK_DEATH else 0
+            if quick_deaths >= MAX_QUICK_DEATHS:
+                log.error("workers keep failing at start; stopping the service")
+                status = code if code > 0 else 1
+                stop_all(signal.SIGTERM)
+                continue
+            time.sleep(RESTART_DELAY)
+            if not stopping:
+                spawn(index)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status

@@ -1,0 +1,194 @@
+"""``mailsms serve --workers N``: N gateway processes on shared listeners and
+one database, driven as a user runs them (a real process, smtplib, the
+fake Twilio over HTTP, signals)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from email import policy
+from pathlib import Path
+
+from tests.conftest import DOMAIN, SENDER
+from tests.core.test_durability import free_port, run_cli, wait_port
+from tests.core.test_smtp_gateway import simple_message
+from tests.fakes.twilio import FakeTwilio
+
+TIMEOUT = 20.0
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
+            found.update(int(p) for p in fh.read().split())
+    return found
+
+
+def wait_until(check: object, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_workers(
+    tmp_path: Path, twilio: FakeTwilio, *args: str, **env: str
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    smtp_port, http_port = free_port(), free_port()
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
+        "MAILSMS_DOMAIN": DOMAIN,
+        "MAILSMS_SMTP_PORT": str(smtp_port),
+        "MAILSMS_HTTP_PORT": str(http_port),
+        "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
+        "MAILSMS_CARRIER": "twilio",
+        "MAILSMS_TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "MAILSMS_TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "MAILSMS_TWILIO_API_URL": twilio.url,
+        "MAILSMS_DEFAULT_FROM": "+14155550100",
+        "MAILSMS_TRUSTED_NETWORKS": "127.0.0.0/8",
+        "MAILSMS_DISPATCH_POLL_INTERVAL": "0.05",
+        # 40 texts to one phone in a second: the abuse limits would answer.
+        "MAILSMS_DESTINATION_PER_HOUR": "0",
+        "MAILSMS_SENDER_RATE_PER_MINUTE": "0",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailsms", "serve", *args],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "gateway.log", "ab"),  # noqa: SIM115
+    )
+    wait_port(smtp_port, proc)
+    return proc, smtp_port, http_port
+
+
+def send(port: int, text: str) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        code, reply = client.rcpt(f"4155551212@{DOMAIN}")
+        if code != 250:
+            return code, reply
+        return client.data(simple_message(text).as_bytes(policy=policy.SMTP))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=TIMEOUT)
+
+
+def test_two_workers_share_the_listeners_and_send_each_sms_once(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    run_cli(tmp_path, "senders", "add", SENDER)
+    proc, smtp_port, http_port = start_workers(tmp_path, fake_twilio, "--workers", "2")
+    try:
+        wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
+        workers = children(proc.pid)
+        texts = [f"message {i}" for i in range(40)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            replies = list(pool.map(lambda t: send(smtp_port, t), texts))
+        assert all(code == 250 for code, _ in replies), replies
+        # One committed id per message, from both processes' group commits.
+        ids = {re.search(rb"message (\d+)", reply)[1] for _, reply in replies}  # type: ignore[index]
+        assert len(ids) == 40
+
+        sent = fake_twilio.wait_for(40, timeout=TIMEOUT)
+        time.sleep(0.5)  # time enough for a duplicate send to show up
+        assert sorted(r.fields["Body"] for r in fake_twilio.requests) == sorted(texts)
+        assert len(sent) == 40
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as r:
+            assert r.status == 200
+        assert children(proc.pid) == workers  # nobody died on the way
+    finally:
+        code = stop(proc)
+    assert code == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status"
+        ).read_text().lower()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "starting 2 workers" in log and "Traceback" not in log
+
+
+def test_a_killed_worker_is_replaced_and_the_service_keeps_accepting(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    run_cli(tmp_path, "senders", "add", SENDER)
+    proc, smtp_port, _ = start_workers(tmp_path, fake_twilio, MAILSMS_WORKERS="2")
+    try:
+        wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
+        victim = min(children(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(children(proc.pid) - {victim}) == 2, "a replacement worker"
+        )
+        for i in range(6):  # whichever worker the kernel picks answers
+            code, _ = send(smtp_port, f"after the crash {i}")
+            assert code == 250
+        fake_twilio.wait_for(6, timeout=TIMEOUT)
+    finally:
+        assert stop(proc) == 0
+    assert "exited unexpectedly" in (tmp_path / "gateway.log").read_text()
+
+
+def test_workers_that_cannot_start_stop_the_service_with_an_error(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    run_cli(tmp_path, "senders", "add", SENDER)
+    smtp_port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsms", "serve", "--workers", "2"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
+            "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
+            "MAILSMS_SMTP_PORT": str(smtp_port),
+            "MAILSMS_HTTP_PORT": str(free_port()),
+            # Only checked when a gateway starts, so inside each worker.
+            "MAILSMS_DKIM_SELECTOR": "s1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "DKIM signing needs both" in result.stderr
+    assert "workers keep failing at start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mailsms", "serve", "--workers", "3"],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
+                "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
+                "MAILSMS_SMTP_PORT": str(port),
+                "MAILSMS_HTTP_PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
+    assert "worker 0 started" not in result.stderr
+    assert "Traceback" not in result.stderr
