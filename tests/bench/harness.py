@@ -80,6 +80,8 @@ class Profile:
     drain_large: int = 100_000
     drain_seconds: float = 8.0
     postgres: bool = True
+    workers: int = 1
+    """MAILSMS_WORKERS of the gateway (main sets one per CPU by default)."""
 
 
 PROFILES = {
@@ -298,6 +300,7 @@ class Bench:
             sender_rate_per_minute=0,
             sender_daily_quota=0,
             destination_per_hour=0,
+            workers=self.p.workers,
         )
 
     @contextlib.contextmanager
@@ -324,7 +327,7 @@ class Bench:
         out = self.pyspy_dir / f"{tag}.folded"
         proc = subprocess.Popen(
             [pyspy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-             "--threads", "--nonblocking", "-o", str(out)],
+             "--threads", "--subprocesses", "--nonblocking", "-o", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -784,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, help="concurrent SMTP sessions for the main rows")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="gateway processes (MAILSMS_WORKERS); default: one per CPU",
+    )  # fmt: skip
+    parser.add_argument(
         "--loadgen", choices=("auto", "smtp-source", "python"), default="auto",
         help="load generator: smtp-source when installed (auto), or the asyncio one",
     )  # fmt: skip
@@ -818,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = replace(profile, sessions=args.sessions)
     if args.no_postgres:
         profile = replace(profile, postgres=False)
+    profile = replace(profile, workers=max(1, args.workers))
     rows = {r.strip() for r in args.rows.split(",") if r.strip()}
 
     workdir = Path(tempfile.mkdtemp(prefix="mailsms-bench-"))
@@ -854,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     m = report["machine"]
     print(
         f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB; "
-        f"load generator: {bench.loadgen}; {profile.repeats} runs per row (median); "
+        f"load generator: {bench.loadgen}; gateway workers: {profile.workers}; "
+        f"{profile.repeats} runs per row (median); "
         f"{report['duration_s']}s in all; JSON: {args.out}"
     )
     return 0

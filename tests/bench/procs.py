@@ -59,8 +59,23 @@ def wait_smtp(port: int, timeout: float = 30.0, proc: subprocess.Popen[Any] | No
     raise RuntimeError(f"nothing answered SMTP on 127.0.0.1:{port} within {timeout}s")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (e.g. the workers of ``serve --workers``)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
+                found.extend(int(p) for p in fh.read().split())
+    return found
+
+
 class Managed:
-    """A child process with a pid, stopped with SIGTERM (then SIGKILL)."""
+    """A child process with a pid, stopped with SIGTERM (then SIGKILL).
+
+    Readings cover the process and its own children (the workers of
+    ``mailsms serve --workers N``): CPU is their sum, RSS the largest one,
+    because the memory target is per process.
+    """
 
     proc: subprocess.Popen[Any]
 
@@ -68,14 +83,24 @@ class Managed:
     def pid(self) -> int:
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        return [self.pid, *child_pids(self.pid)]
+
+    def _each(self, read: Any) -> list[float]:
+        values = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                values.append(read(pid))
+        return values
+
     def peak_rss_mib(self) -> float:
-        return proc_status_kib(self.pid, "VmHWM") / 1024
+        return max(self._each(lambda pid: proc_status_kib(pid, "VmHWM") / 1024), default=0.0)
 
     def rss_mib(self) -> float:
-        return proc_status_kib(self.pid, "VmRSS") / 1024
+        return max(self._each(lambda pid: proc_status_kib(pid, "VmRSS") / 1024), default=0.0)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return sum(self._each(cpu_seconds))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
