@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
@@ -870,37 +870,61 @@ def _insert_queued_sms(
     """Insert SMS rows and their first ("queued") events, set-based."""
     if not rows:
         return
-    result = session.execute(
-        insert(_SMS).returning(_SMS.c.id, sort_by_parameter_order=True), list(rows)
-    )
+    # One executemany, then the ids by the unique uid: RETURNING in
+    # parameter order would cost SQLite one INSERT statement per row.
+    session.execute(insert(_SMS), list(rows))
+    ids = _ids_by(session, _SMS.c.uid, [str(values["uid"]) for values in rows])
     session.execute(
         insert(_EVENTS),
         [
             {
-                "sms_id": row[0],
+                "sms_id": ids[str(values["uid"])],
                 "status": SmsStatus.QUEUED,
                 "at": values["created_at"],
                 "detail": detail,
             }
-            for row, values in zip(result, rows, strict=True)
+            for values in rows
         ],
     )
+
+
+_CHUNK = 500
+"""Values per IN (...) list: well under every database's parameter limit."""
+
+
+def _email_ids(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Stored emails by their (author, Message-ID) key: one IN list over the
+    Message-ID index per chunk, the author compared here.  (SQLite scans the
+    whole table for the row-value form ``(author, id) IN (VALUES ...)``.)"""
+    wanted = set(keys)
+    mids = sorted({mid for _, mid in keys})
+    ids: dict[tuple[str, str], int] = {}
+    for start in range(0, len(mids), _CHUNK):
+        found = session.execute(
+            select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
+                _EMAILS.c.message_id.in_(mids[start : start + _CHUNK])
+            )
+        )
+        ids.update({(a, m): i for a, m, i in found if (a, m) in wanted})
+    return ids
+
+
+def _ids_by(session: Session, column: Any, keys: Sequence[str]) -> dict[str, int]:
+    """Primary keys of the rows just inserted, by a unique column."""
+    table = column.table
+    ids: dict[str, int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        found = session.execute(select(column, table.c.id).where(column.in_(chunk)))
+        ids.update({key: row_id for key, row_id in found})
+    return ids
 
 
 def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
     """Insert emails, allocate from-numbers, record conversations, insert
     SMS and their first events: five statements for the whole batch."""
     # 1. Message-IDs already stored, or repeated inside this batch.
-    keys = list({(item.from_address, item.message_id) for item in batch})
-    stored: dict[tuple[str, str], int] = {}
-    for start in range(0, len(keys), 200):
-        chunk = keys[start : start + 200]
-        found = session.execute(
-            select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
-                tuple_(_EMAILS.c.from_address, _EMAILS.c.message_id).in_(chunk)
-            )
-        )
-        stored.update({(a, m): i for a, m, i in found})
+    stored = _email_ids(session, list({(item.from_address, item.message_id) for item in batch}))
     fresh: list[int] = []
     first_of: dict[tuple[str, str], int] = {}
     refused: dict[int, Charge] = {}
@@ -921,11 +945,12 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
     # 2. The emails, ids back in parameter order.
     email_ids: dict[int, int] = {}
     if fresh:
-        result = session.execute(
-            insert(_EMAILS).returning(_EMAILS.c.id, sort_by_parameter_order=True),
-            [_email_values(batch[i]) for i in fresh],
-        )
-        email_ids = dict(zip(fresh, (row[0] for row in result), strict=True))
+        # executemany, then the ids by the (author, Message-ID) key, which
+        # is unique: see _insert_queued_sms.
+        session.execute(insert(_EMAILS), [_email_values(batch[i]) for i in fresh])
+        fresh_keys = [(batch[i].from_address, batch[i].message_id) for i in fresh]
+        inserted = _email_ids(session, fresh_keys)
+        email_ids = {i: inserted[key] for i, key in zip(fresh, fresh_keys, strict=True)}
 
     # 3. From-numbers: one read of the conversations of every phone in the
     # batch, then allocation in order, so later emails see earlier ones.

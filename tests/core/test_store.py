@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import event
 from sqlmodel import SQLModel
 
 from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
@@ -79,3 +81,33 @@ def test_every_sms_gets_a_queued_event(tmp_path: Path) -> None:
     store.enqueue([accepted("alice@corp.example", f"<m{i}@x>", "+14155551212") for i in range(5)])
     for row in store.list_sms():
         assert [e.status for e in store.sms_events(row.id or 0)] == ["queued"]
+
+
+def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path) -> None:
+    """Every statement of the hot paths is answered from an index, so their
+    cost does not grow with the mail already stored (a row-value
+    ``(a, b) IN (VALUES ...)`` once made SQLite scan every email per batch)."""
+    store = new_store(tmp_path)
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE")) and not many:
+            statements.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    store.enqueue(
+        [accepted(f"s{i}@corp.example", f"<m{i}@corp.example>", "+14155551212") for i in range(5)]
+    )
+    store.enqueue([accepted("s0@corp.example", "<m0@corp.example>", "+14155551212")])  # duplicate
+    claim = store.claim_due(NOW + timedelta(seconds=1), 10, NOW + timedelta(minutes=2))
+    event.remove(store.engine, "before_cursor_execute", record)
+    assert len(claim.rows) == 5
+
+    scans = []
+    with store.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        for sql, params in statements:
+            plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            scans += [(sql, step[3]) for step in plan if str(step[3]).startswith("SCAN ")]
+    assert statements and scans == []
