@@ -298,6 +298,33 @@ async def test_same_message_id_from_same_sender_is_sent_once(
     assert len(store.list_emails()) == 1
 
 
+async def test_message_ids_are_kept_as_sent_folded_or_8bit(
+    gateway: Gateway, store: Store
+) -> None:
+    """Message-ID and References are stored unfolded and as text; 8-bit
+    bytes in them (SMTPUTF8 clients) are decoded, never stored raw."""
+    folded = (
+        f"From: {SENDER}\r\nTo: 4155551212@{DOMAIN}\r\nSubject: ids\r\n"
+        "Message-ID:\r\n <folded.1@corp.example>\r\n"
+        "References: <a@corp.example>\r\n\t<b@corp.example>\r\n\r\nhello\r\n"
+    ).encode()
+    utf8 = (
+        f"From: {SENDER}\r\nTo: 4155551212@{DOMAIN}\r\nSubject: ids\r\n"
+        "Message-ID: <caf\u00e9.2@corp.example>\r\n\r\nhello again\r\n"
+    ).encode()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
+        for raw in (folded, utf8):
+            refused, reply = await client.sendmail(SENDER, [f"4155551212@{DOMAIN}"], raw)
+            assert refused == {} and reply.startswith("2.0.0 OK: message ")
+    first, second = sorted(store.list_emails(), key=lambda e: e.id or 0)
+    assert first.message_id == "<folded.1@corp.example>"
+    assert first.thread_references == "<a@corp.example> <b@corp.example>"
+    assert second.message_id.startswith("<caf") and second.message_id.endswith(
+        ".2@corp.example>"
+    )
+    assert all(not ("\udc80" <= c <= "\udcff") for c in second.message_id)
+
+
 async def test_concurrent_sessions_are_all_committed_and_sent(
     gateway: Gateway, settings: Settings
 ) -> None:
