@@ -338,15 +338,20 @@ class Store(AbuseQueries):
                         updated_at=now,
                     )
                 )
-            session.add_all(
-                SmsEvent(sms_id=_id(row.id), status=SmsStatus.SENDING, at=now) for row in sending
-            )
-            session.add_all(
-                SmsEvent(
-                    sms_id=_id(row.id), status=SmsStatus.FAILED, at=now, detail=OPTED_OUT_ERROR
-                )
-                for row in refused
-            )
+            events = [
+                {"sms_id": _id(r.id), "status": SmsStatus.SENDING, "at": now, "detail": None}
+                for r in sending
+            ] + [
+                {
+                    "sms_id": _id(r.id),
+                    "status": SmsStatus.FAILED,
+                    "at": now,
+                    "detail": OPTED_OUT_ERROR,
+                }
+                for r in refused
+            ]
+            if events:
+                session.execute(insert(_EVENTS), events)
             session.commit()
             for row in sending:
                 session.expunge(row)
@@ -356,26 +361,35 @@ class Store(AbuseQueries):
         """Record what became of a batch of hand-overs in ONE transaction
         (the dispatcher's group commit): status, carrier id or error, next
         attempt, a bounce mark for final failures, and one event each."""
+        # Outcomes of the same shape (usually all "sent") share one
+        # executemany: an UPDATE statement per SMS costs more than the send.
+        shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        for outcome in outcomes:
+            values: dict[str, object] = {"status": outcome.status, "updated_at": outcome.now}
+            if outcome.carrier_id is not None:
+                values.update(
+                    carrier=outcome.carrier,
+                    carrier_id=outcome.carrier_id,
+                    error=None,
+                    error_code=None,
+                )
+            if outcome.error is not None:
+                values.update(error=outcome.error, error_code=outcome.error_code)
+            if outcome.next_attempt_at is not None:
+                values["next_attempt_at"] = outcome.next_attempt_at
+            if outcome.status in SmsStatus.BOUNCING:
+                values["bounce"] = "pending"
+            shape = tuple(sorted(values))
+            shapes.setdefault(shape, []).append(
+                {"b_id": outcome.sms_id, **{f"b_{k}": v for k, v in values.items()}}
+            )
         with Session(self.engine) as session:
-            for outcome in outcomes:
-                values: dict[str, object] = {"status": outcome.status, "updated_at": outcome.now}
-                if outcome.carrier_id is not None:
-                    values.update(
-                        carrier=outcome.carrier,
-                        carrier_id=outcome.carrier_id,
-                        error=None,
-                        error_code=None,
-                    )
-                if outcome.error is not None:
-                    values.update(error=outcome.error, error_code=outcome.error_code)
-                if outcome.next_attempt_at is not None:
-                    values["next_attempt_at"] = outcome.next_attempt_at
-                if outcome.status in SmsStatus.BOUNCING:
-                    values["bounce"] = "pending"
+            for shape, rows in shapes.items():
                 session.execute(
-                    update(OutboundSms)
-                    .where(col(OutboundSms.id) == outcome.sms_id)
-                    .values(**values)
+                    update(_SMS)
+                    .where(_SMS.c.id == bindparam("b_id"))
+                    .values({name: bindparam(f"b_{name}") for name in shape}),
+                    rows,
                 )
             if outcomes:
                 session.execute(
