@@ -18,9 +18,11 @@ It holds no threads, event loop or database connection when it forks.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -34,6 +36,22 @@ MAX_QUICK_DEATHS = 3
 RESTART_DELAY = 1.0
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the supervisor dies
+    (SIGKILL, OOM), so no worker keeps serving unsupervised (Linux only)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            log.warning("cannot ask to be stopped with the supervisor (prctl)")
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def supervise(count: int, run_worker: Callable[[int], int]) -> int:
     """Fork ``count`` workers running ``run_worker(index)`` (its return value
     is the worker's exit status) and supervise them until a signal stops
@@ -43,6 +61,8 @@ def supervise(count: int, run_worker: Callable[[int], int]) -> int:
     status = 0
     quick_deaths = 0
 
+    supervisor = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
@@ -50,6 +70,7 @@ def supervise(count: int, run_worker: Callable[[int], int]) -> int:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _stop_with_parent(supervisor)
                 code = run_worker(index)
             except BaseException:
                 log.exception("worker %d failed", index)

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -170,8 +171,6 @@ def test_workers_that_cannot_start_stop_the_service_with_an_error(
 
 
 def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -192,3 +191,27 @@ def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> No
     assert f"cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
     assert "worker 0 started" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    run_cli(tmp_path, "senders", "add", SENDER)
+    proc, smtp_port, _ = start_workers(tmp_path, fake_twilio, "--workers", "2")
+    wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=TIMEOUT)
+
+    def gone(pid: int) -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+        return "zombie" in status.lower()
+
+    # No orphan keeps serving: the kernel tells each worker to stop.
+    wait_until(lambda: all(gone(pid) for pid in workers), "the workers to exit")
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        assert probe.connect_ex(("127.0.0.1", smtp_port)) != 0
