@@ -177,6 +177,12 @@ class GatewayHandler:
         self._clock = clock
         self._directory: _Directory | None = None
 
+    def __dir__(self) -> list[str]:
+        """The hooks only: aiosmtpd lists them (and looks for ``auth_*``)
+        with ``dir``/``inspect.getmembers`` of the handler on every
+        connection, which would otherwise read every attribute."""
+        return [name for name in type(self).__dict__ if name.startswith("handle_")]
+
     # --- the allow-list snapshot -----------------------------------------
     async def _dir(self) -> _Directory:
         now = time.monotonic()

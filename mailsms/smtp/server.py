@@ -31,7 +31,7 @@ import binascii
 import socket
 import ssl
 from base64 import b64decode
-from typing import Any, AnyStr
+from typing import Any, AnyStr, ClassVar
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
@@ -46,11 +46,28 @@ class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP protocol with enhanced status codes on every reply,
     and asynchronous, TLS-only AUTH PLAIN/LOGIN."""
 
+    _protocol_names: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, handler: GatewayHandler, *, implicit_tls: bool = False, **kw: Any) -> None:
         super().__init__(handler, **kw)
         self.implicit_tls = implicit_tls
         self._gateway_handler = handler
         self._auth_failures = 0
+
+    def __dir__(self) -> list[str]:
+        """Only the names aiosmtpd's constructor looks for.
+
+        For every connection aiosmtpd builds its tables of AUTH mechanisms
+        (``auth_*``) and commands (``smtp_*``) with ``inspect.getmembers``
+        and ``dir`` of the new protocol object, which reads every attribute
+        and property: 0.2 ms, a third of a bare session's CPU.  Those
+        methods are class attributes, listed once per class.
+        """
+        return list(self._protocol_names)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._protocol_names = _names_of(cls)
 
     @property
     def encrypted(self) -> bool:
@@ -154,6 +171,16 @@ def make_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+_PROTOCOL_PREFIXES = ("auth_", "smtp_")
+
+
+def _names_of(cls: type) -> tuple[str, ...]:
+    return tuple(name for name in dir(cls) if name.startswith(_PROTOCOL_PREFIXES))
+
+
+GatewaySMTP._protocol_names = _names_of(GatewaySMTP)
 
 
 async def start_smtp(

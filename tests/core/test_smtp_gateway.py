@@ -13,6 +13,8 @@ import pytest
 
 from mailsms.app import Gateway
 from mailsms.config import Settings
+from mailsms.smtp.handler import GatewayHandler
+from mailsms.smtp.server import GatewaySMTP
 from mailsms.store import Store
 from mailsms.store.models import EmailDisposition
 from tests.conftest import DOMAIN, SENDER, prepare_store, read_outbox, wait_outbox
@@ -456,3 +458,23 @@ async def test_default_from_when_no_numbers(tmp_path: object, settings: Settings
         assert (await wait_outbox(configured.console_outbox, 1))[0]["from"] == "+14155550123"
     finally:
         await gw.stop()
+
+
+async def test_the_listener_knows_every_command_hook_and_auth_mechanism() -> None:
+    """GatewaySMTP and the handler narrow ``dir()`` to what aiosmtpd looks
+    up per connection; its tables must equal what a full ``dir()`` gives."""
+    handler = GatewayHandler.__new__(GatewayHandler)  # no state is read
+    proto = GatewaySMTP(handler, hostname="x", loop=asyncio.get_running_loop())
+
+    full_proto = object.__dir__(proto)
+    commands = sorted(n.removeprefix("smtp_") for n in full_proto if n.startswith("smtp_"))
+    assert sorted(proto._smtp_methods) == commands
+    assert {"AUTH", "DATA", "EHLO", "MAIL", "RCPT", "STARTTLS", "QUIT"} <= set(commands)
+    mechanisms = {n.removeprefix("auth_") for n in full_proto if n.startswith("auth_")}
+    assert set(proto._auth_methods) == mechanisms == {"PLAIN", "LOGIN"}
+
+    full_handler = object.__dir__(handler)
+    hooks = sorted(n.removeprefix("handle_") for n in full_handler if n.startswith("handle_"))
+    assert sorted(proto._handle_hooks) == hooks
+    assert {"DATA", "EHLO", "MAIL", "RCPT", "exception"} <= set(hooks)
+    assert not [n for n in full_handler if n.startswith("auth_")]
