@@ -17,6 +17,7 @@ from mailsms.text.gsm import (
     Encoding,
     count_segments,
     encoding_of,
+    is_gsm,
     longest_fitting_prefix,
     non_gsm_chars,
 )
@@ -65,7 +66,10 @@ def _word_cut(text: str, end: int) -> int:
 def _fit(text: str, max_segments: int, with_ellipsis: bool) -> tuple[int, str]:
     """Longest word-bounded prefix that fits, plus the ellipsis for its encoding."""
     best_len, best_text = -1, ""
-    for encoding in ("GSM-7", "UCS-2"):
+    # All-GSM text: GSM-7 holds more characters per segment than UCS-2,
+    # and the ellipsis has a GSM-7 form, so UCS-2 can never fit more.
+    encodings: tuple[Encoding, ...] = ("GSM-7",) if is_gsm(text) else ("GSM-7", "UCS-2")
+    for encoding in encodings:
         suffix = _ELLIPSIS[encoding] if with_ellipsis else ""
         end = longest_fitting_prefix(text, encoding, max_segments, suffix)
         if end <= 0:
