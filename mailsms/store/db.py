@@ -113,6 +113,13 @@ def _gated_connection(gate: WriteGate) -> type[sqlite3.Connection]:
             finally:
                 gate.release()
 
+        def close(self) -> None:
+            # An invalidated connection is closed without a rollback.
+            try:
+                super().close()
+            finally:
+                gate.release()
+
     return GatedConnection
 
 

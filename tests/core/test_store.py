@@ -3,13 +3,15 @@ one batch, and migrations that match the models."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
 from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
@@ -111,3 +113,43 @@ def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path)
             plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
             scans += [(sql, step[3]) for step in plan if str(step[3]).startswith("SCAN ")]
     assert statements and scans == []
+
+
+def test_sqlite_transactions_take_turns_and_an_invalidated_one_lets_go(tmp_path: Path) -> None:
+    """The write gate (serve --workers N): a second engine on the same file
+    begins only after the first commits, and a connection thrown away in
+    the middle of a transaction does not keep the gate."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    first, second = make_engine(url), make_engine(url)
+    migrate(first)
+    order: list[str] = []
+    holding = threading.Event()
+
+    def hold_then_commit() -> None:
+        with first.begin() as conn:
+            conn.execute(text("SELECT 1"))
+            holding.set()
+            time.sleep(0.3)
+            order.append("first commits")
+
+    worker = threading.Thread(target=hold_then_commit)
+    worker.start()
+    assert holding.wait(5)
+    with second.begin() as conn:
+        order.append("second begins")
+        conn.execute(text("SELECT 1"))
+    worker.join(5)
+    assert order == ["first commits", "second begins"]
+
+    with first.connect() as conn:
+        conn.execute(text("SELECT 1"))  # a transaction has begun
+        conn.invalidate()
+    done = threading.Event()
+
+    def begin_again() -> None:
+        with second.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        done.set()
+
+    threading.Thread(target=begin_again, daemon=True).start()
+    assert done.wait(5), "the gate stayed closed after the connection was invalidated"
