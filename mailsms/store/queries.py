@@ -801,7 +801,10 @@ def _claim_leased(
         update(model)
         .where(
             col(model.id).in_(ids),
-            col(model.status).in_((queued, sending)),
+            # coalesce() keeps SQLite's planner off the (status,
+            # next_attempt_at) index for this guard: it would walk every
+            # due row of the queue instead of looking up the claimed ids.
+            func.coalesce(col(model.status), "").in_((queued, sending)),
             col(model.next_attempt_at) <= now,
         )
         .values(

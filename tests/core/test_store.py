@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
 from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
+from mailsms.store.queries import SmsOutcome
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -153,3 +154,50 @@ def test_sqlite_transactions_take_turns_and_an_invalidated_one_lets_go(tmp_path:
 
     threading.Thread(target=begin_again, daemon=True).start()
     assert done.wait(5), "the gate stayed closed after the connection was invalidated"
+
+
+def _queue(store: Store, count: int) -> None:
+    for start in range(0, count, 250):
+        store.enqueue(
+            [
+                accepted("a@corp.example", f"<q{i}@corp.example>", "+14155551212")
+                for i in range(start, min(count, start + 250))
+            ]
+        )
+
+
+def test_dispatch_work_does_not_grow_with_the_depth_of_the_queue(tmp_path: Path) -> None:
+    """Counted in SQLite virtual-machine steps (deterministic, unlike time):
+    claiming and recording 10 SMS costs about the same with 100 or 3,000
+    due SMS waiting.  A guard on the (status, next_attempt_at) index once
+    made every claim walk the whole due queue."""
+
+    def steps_to_dispatch(depth: int) -> int:
+        store = new_store(tmp_path / f"d{depth}")
+        _queue(store, depth)
+        counter = [0]
+
+        def count() -> int:
+            counter[0] += 1
+            return 0  # 0: carry on
+
+        def install(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_progress_handler(count, 100)
+
+        store.engine.dispose()
+        event.listen(store.engine, "connect", install)
+        now = NOW + timedelta(seconds=1)
+        claim = store.claim_due(now, 10, now + timedelta(minutes=2))
+        store.record_outcomes(
+            [SmsOutcome.sent(_sms_id(r.id), "twilio", f"SM{r.id}", "sent", now) for r in claim.rows]
+        )
+        assert len(claim.rows) == 10
+        return counter[0]
+
+    shallow, deep = steps_to_dispatch(100), steps_to_dispatch(3000)
+    assert deep < shallow * 1.5, (shallow, deep)
+
+
+def _sms_id(value: int | None) -> int:
+    assert value is not None
+    return value
