@@ -109,12 +109,6 @@ def bind_listeners(settings: Settings) -> Listeners:
     return Listeners(smtp=smtp, http=http, submissions=submissions)
 
 
-def check_tls(settings: Settings) -> None:
-    """Raise SettingsError or StartupError when the TLS settings are unusable
-    (run once before workers are started, so the operator sees one line)."""
-    _tls_context(settings)
-
-
 class Gateway:
     """A running gateway: SMTP listener, dispatcher and HTTP server.
 
@@ -439,7 +433,7 @@ def serve_workers(settings: Settings) -> int:
     """``MAILSMS_WORKERS`` processes on shared listeners (mailsms.prefork);
     the exit status.  Settings, TLS files and the database are checked once,
     here, so a mistake is reported once, before any worker starts."""
-    check_tls(settings)
+    _tls_context(settings)  # raises on unusable TLS settings
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)

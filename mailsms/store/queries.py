@@ -324,8 +324,13 @@ class Store(AbuseQueries):
                         .distinct()
                     )
                 )
-            refused = [r for r in claimed if r.email_id is not None and r.to_number in opted_out]
-            sending = [r for r in claimed if r not in refused]
+            refused: list[OutboundSms] = []
+            sending: list[OutboundSms] = []
+            for row in claimed:
+                if row.email_id is not None and row.to_number in opted_out:
+                    refused.append(row)
+                else:
+                    sending.append(row)
             if refused:
                 session.execute(
                     update(OutboundSms)
@@ -974,8 +979,8 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
     phones = {sms.to_number for i in fresh for sms in batch[i].sms if sms.from_number is None}
     pairs: dict[str, dict[str, _Pair]] = {phone: {} for phone in phones}
     ordered = sorted(phones)
-    for start in range(0, len(ordered), 500):
-        phone_chunk = ordered[start : start + 500]
+    for start in range(0, len(ordered), _CHUNK):
+        phone_chunk = ordered[start : start + _CHUNK]
         for row in session.execute(select(_PAIRS).where(_PAIRS.c.phone.in_(phone_chunk))):
             pairs[row.phone][row.number] = _Pair(
                 row.number, row.sender, row.email_id, row.updated_at, row.id
