@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from pathlib import Path
 
+from tests.bench.procs import child_pids
 from tests.conftest import DOMAIN, SENDER
 from tests.core.test_durability import free_port, run_cli, wait_port
 from tests.core.test_smtp_gateway import simple_message
@@ -26,44 +28,59 @@ TIMEOUT = 20.0
 
 
 def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
-            found.update(int(p) for p in fh.read().split())
-    return found
+    return set(child_pids(pid))
 
 
-def wait_until(check: object, what: str, timeout: float = TIMEOUT) -> None:
+def gone(pid: int) -> bool:
+    """Exited: no process, or only its zombie entry."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "zombie" in status.lower()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def gateway_env(tmp_path: Path, smtp_port: int, http_port: int, **settings: str) -> dict[str, str]:
+    """This environment without MAILSMS_* settings, plus the gateway's."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
+        "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
+        "MAILSMS_SMTP_PORT": str(smtp_port),
+        "MAILSMS_HTTP_PORT": str(http_port),
+        **settings,
+    }
 
 
 def start_workers(
     tmp_path: Path, twilio: FakeTwilio, *args: str, **env: str
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     smtp_port, http_port = free_port(), free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
-        "MAILSMS_DOMAIN": DOMAIN,
-        "MAILSMS_SMTP_PORT": str(smtp_port),
-        "MAILSMS_HTTP_PORT": str(http_port),
-        "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
-        "MAILSMS_CARRIER": "twilio",
-        "MAILSMS_TWILIO_ACCOUNT_SID": twilio.account_sid,
-        "MAILSMS_TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "MAILSMS_TWILIO_API_URL": twilio.url,
-        "MAILSMS_DEFAULT_FROM": "+14155550100",
-        "MAILSMS_TRUSTED_NETWORKS": "127.0.0.0/8",
-        "MAILSMS_DISPATCH_POLL_INTERVAL": "0.05",
+    environment = gateway_env(
+        tmp_path,
+        smtp_port,
+        http_port,
+        MAILSMS_DOMAIN=DOMAIN,
+        MAILSMS_CARRIER="twilio",
+        MAILSMS_TWILIO_ACCOUNT_SID=twilio.account_sid,
+        MAILSMS_TWILIO_AUTH_TOKEN=twilio.auth_token,
+        MAILSMS_TWILIO_API_URL=twilio.url,
+        MAILSMS_DEFAULT_FROM="+14155550100",
+        MAILSMS_TRUSTED_NETWORKS="127.0.0.0/8",
+        MAILSMS_DISPATCH_POLL_INTERVAL="0.05",
         # 40 texts to one phone in a second: the abuse limits would answer.
-        "MAILSMS_DESTINATION_PER_HOUR": "0",
-        "MAILSMS_SENDER_RATE_PER_MINUTE": "0",
+        MAILSMS_DESTINATION_PER_HOUR="0",
+        MAILSMS_SENDER_RATE_PER_MINUTE="0",
         **env,
-    }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailsms", "serve", *args],
         env=environment,
@@ -116,10 +133,7 @@ def test_two_workers_share_the_listeners_and_send_each_sms_once(
     finally:
         code = stop(proc)
     assert code == 0
-    for pid in workers:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status"
-        ).read_text().lower()
+    assert all(gone(pid) for pid in workers)
     log = (tmp_path / "gateway.log").read_text()
     assert "starting 2 workers" in log and "Traceback" not in log
 
@@ -133,9 +147,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_accepting(
         wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
         victim = min(children(proc.pid))
         os.kill(victim, signal.SIGKILL)
-        wait_until(
-            lambda: len(children(proc.pid) - {victim}) == 2, "a replacement worker"
-        )
+        wait_until(lambda: len(children(proc.pid) - {victim}) == 2, "a replacement worker")
         for i in range(6):  # whichever worker the kernel picks answers
             code, _ = send(smtp_port, f"after the crash {i}")
             assert code == 250
@@ -152,14 +164,8 @@ def test_workers_that_cannot_start_stop_the_service_with_an_error(
     smtp_port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "mailsms", "serve", "--workers", "2"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
-            "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
-            "MAILSMS_SMTP_PORT": str(smtp_port),
-            "MAILSMS_HTTP_PORT": str(free_port()),
-            # Only checked when a gateway starts, so inside each worker.
-            "MAILSMS_DKIM_SELECTOR": "s1",
-        },
+        # The DKIM pair is only checked when a gateway starts: in each worker.
+        env=gateway_env(tmp_path, smtp_port, free_port(), MAILSMS_DKIM_SELECTOR="s1"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -177,12 +183,7 @@ def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> No
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "mailsms", "serve", "--workers", "3"],
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("MAILSMS_")},
-                "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
-                "MAILSMS_SMTP_PORT": str(port),
-                "MAILSMS_HTTP_PORT": str(free_port()),
-            },
+            env=gateway_env(tmp_path, port, free_port()),
             capture_output=True,
             text=True,
             timeout=60,
@@ -202,13 +203,6 @@ def test_workers_stop_when_the_supervisor_is_killed(
     workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=TIMEOUT)
-
-    def gone(pid: int) -> bool:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return True
-        return "zombie" in status.lower()
 
     # No orphan keeps serving: the kernel tells each worker to stop.  (A
     # worker's main thread can show as a zombie while its other threads
