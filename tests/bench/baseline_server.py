@@ -7,13 +7,12 @@ Started the way mailsms starts its listener (``loop.create_server`` with an
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import signal
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
+
+from tests.bench.serving import main, serve_until_signalled
 
 
 class AcceptAll:
@@ -38,21 +37,8 @@ async def run(port: int) -> None:
         )
 
     server = await loop.create_server(factory, host="127.0.0.1", port=port)
-    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args.port))
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":
-    main()
+    main(run)

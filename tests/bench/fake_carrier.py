@@ -10,12 +10,11 @@ it is much cheaper than the gateway it measures, so it never is the limit.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import time
+
+from tests.bench.serving import main, serve_until_signalled
 
 
 class Counter:
@@ -84,22 +83,8 @@ async def run(port: int) -> None:
     server = await asyncio.start_server(
         lambda r, w: serve_connection(counter, r, w), "127.0.0.1", port, backlog=1024
     )
-    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args.port))
+    await serve_until_signalled(server)
 
 
 if __name__ == "__main__":
-    main()
+    main(run)
