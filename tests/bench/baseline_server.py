@@ -36,7 +36,8 @@ async def run(port: int) -> None:
             loop=loop,
         )
 
-    server = await loop.create_server(factory, host="127.0.0.1", port=port)
+    # mailsms listens with a backlog of 1024 (mailsms.app.LISTEN_BACKLOG).
+    server = await loop.create_server(factory, host="127.0.0.1", port=port, backlog=1024)
     await serve_until_signalled(server)
 
 
