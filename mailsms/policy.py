@@ -128,15 +128,20 @@ def header_from_address(msg: Message) -> tuple[str | None, str | None]:
     none, or an unparsable one) cannot be attributed to one registered
     sender, so it is refused.
     """
-    values = msg.get_all("From") or []
-    if len(values) != 1:
-        return None, "the message must have exactly one From header"
-    structured = getattr(values[0], "addresses", None)
-    if structured is not None:
-        # policy.default parsed the header with the RFC 5322 grammar.
-        addresses = [a.addr_spec for a in structured if a.addr_spec and a.addr_spec != "<>"]
-    else:
-        addresses = [addr for _, addr in getaddresses([str(values[0])]) if addr]
+    try:
+        values = msg.get_all("From") or []
+        if len(values) != 1:
+            return None, "the message must have exactly one From header"
+        structured = getattr(values[0], "addresses", None)
+        if structured is not None:
+            # policy.default parsed the header with the RFC 5322 grammar.
+            addresses = [a.addr_spec for a in structured if a.addr_spec and a.addr_spec != "<>"]
+        else:
+            addresses = [addr for _, addr in getaddresses([str(values[0])]) if addr]
+    except Exception:
+        # The standard library's address parser can still raise on hostile
+        # input (IndexError for "0@" in CPython 3.11): the sender's fault.
+        return None, "the From header is malformed"
     if any(defect for defect in getattr(values[0], "defects", ())):
         return None, "the From header is malformed"
     if len(addresses) != 1 or "@" not in addresses[0]:

@@ -132,6 +132,7 @@ MALLORY_VARIANTS = [
     "alice(@corp.example)@evil.example",
     "mallory@evil.example\r\n (alice@corp.example)",
     "alice@corp.example\r\n <mallory@evil.example>",
+    "0@",  # CPython's address parser raises IndexError: a 550, not a 451
 ]
 ALICE_VARIANTS = [
     "alice@corp.example",
