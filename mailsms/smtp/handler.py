@@ -46,9 +46,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from typing import Any
 
 from mailsms.addressing import ForeignDomain, InvalidNumber, parse_recipient
@@ -79,6 +77,7 @@ from mailsms.store.models import EmailDisposition
 from mailsms.store.queries import AcceptedEmail, NewSms, Store
 from mailsms.store.runner import DbRunner, GroupCommitter
 from mailsms.text import EmptyMessage, MessageTooLong, TextError, TextOptions, email_to_sms
+from mailsms.text.parsing import parse_message
 from mailsms.trust import (
     ResolverConfig,
     check_header_limits,
@@ -320,8 +319,7 @@ class GatewayHandler:
                 f"Routing loop detected: {hops} Received headers, at most {trust.max_hops}"
             )
         try:
-            msg = BytesParser(policy=policy.default).parsebytes(raw)
-            assert isinstance(msg, EmailMessage)
+            msg = parse_message(raw)
             subject = _header_text(msg, "Subject")
             message_id = _raw_header(msg, "Message-ID")
         except Exception as exc:
@@ -575,10 +573,16 @@ def _header_block(raw: bytes) -> str:
 
 
 def _header_text(msg: EmailMessage, name: str) -> str | None:
-    value = msg.get(name)
-    if value is None:
+    """The first ``name`` field as text: decoded (RFC 2047) and unfolded."""
+    raw = _first_raw(msg, name)
+    if raw is None:
         return None
-    text = " ".join(str(value).split())
+    if raw.isascii() and "=?" not in raw:
+        # No encoded word and no 8-bit bytes: the header registry's decoded
+        # value is this very text, and its parse costs more than the rest
+        # of the message (tests/security/test_header_fast_paths.py).
+        return " ".join(raw.split()) or None
+    text = " ".join(str(msg.get(name)).split())
     return text or None
 
 
@@ -586,15 +590,22 @@ def _raw_header(msg: EmailMessage, name: str) -> str | None:
     """The first ``name`` field unfolded, without the header registry's
     parse: Message-ID and References are kept and compared as text, and
     parsing them costs more than the rest of the header block."""
+    raw = _first_raw(msg, name)
+    if raw is None:
+        return None
+    if not raw.isascii():
+        # 8-bit bytes arrive as surrogate escapes: let the registry decode
+        # them as it does for every other header.
+        return _header_text(msg, name)
+    return " ".join(raw.split()) or None
+
+
+def _first_raw(msg: EmailMessage, name: str) -> str | None:
+    """The first ``name`` field's value as it was parsed, still folded."""
     wanted = name.lower()
     for field_name, value in msg.raw_items():
         if field_name.lower() == wanted:
-            text = " ".join(str(value).split())
-            if not text.isascii():
-                # 8-bit bytes arrive as surrogate escapes: let the registry
-                # decode them as it does for every other header.
-                return _header_text(msg, name)
-            return text or None
+            return str(value)
     return None
 
 
