@@ -40,6 +40,7 @@ Nothing here calls a carrier: the dispatcher does, later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -49,7 +50,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from mailsms.addressing import ForeignDomain, InvalidNumber, parse_recipient
+from mailsms.addressing import ForeignDomain, InvalidNumber, Recipient, parse_recipient
 from mailsms.config import Settings
 from mailsms.destinations import DestinationPolicy, check_destination, parse_countries
 from mailsms.limits import PHONE_HOUR, Charge, Limits, charges_for, describe, window_start
@@ -95,6 +96,8 @@ log = logging.getLogger(__name__)
 # comes near them, and they bound what the parsers and DKIM have to chew.
 MAX_HEADER_FIELDS = 500
 MAX_HEADER_BYTES = 64 * 1024
+# Recipient addresses whose parse is remembered (a few hundred bytes each).
+RECIPIENT_CACHE_SIZE = 4096
 
 # A syntactically valid scrypt hash of a random password nobody knows: an
 # unknown user costs one scrypt like a known one, so timing does not tell
@@ -175,12 +178,22 @@ class GatewayHandler:
         self._committer = committer
         self._clock = clock
         self._directory: _Directory | None = None
+        # Parsing and classifying a number (phonenumbers) is most of RCPT's
+        # CPU, and the same few addresses come back again and again; both
+        # are pure functions of the address here.  Refusals (exceptions)
+        # are not kept.
+        self._recipient = functools.lru_cache(maxsize=RECIPIENT_CACHE_SIZE)(self._classify)
 
     def __dir__(self) -> list[str]:
         """The hooks only: aiosmtpd lists them (and looks for ``auth_*``)
         with ``dir``/``inspect.getmembers`` of the handler on every
         connection, which would otherwise read every attribute."""
         return [name for name in type(self).__dict__ if name.startswith("handle_")]
+
+    def _classify(self, address: str) -> tuple[Recipient, str | None]:
+        """The recipient, and why its destination is refused (or None)."""
+        recipient = parse_recipient(address, self.config.domain, self.config.default_region)
+        return recipient, check_destination(recipient.e164, self.config.trust.destinations)
 
     # --- the allow-list snapshot -----------------------------------------
     async def _dir(self) -> _Directory:
@@ -263,12 +276,11 @@ class GatewayHandler:
                 f"Too many recipients: at most {self.config.max_recipients} per message"
             )
         try:
-            recipient = parse_recipient(address, self.config.domain, self.config.default_region)
+            recipient, refused = self._recipient(address)
         except ForeignDomain as exc:
             return codes.NOT_AUTHORIZED.reply(f"Relay access denied: {exc.reason}")
         except InvalidNumber as exc:
             return codes.BAD_MAILBOX.reply(f"No such mailbox: {exc.reason}")
-        refused = check_destination(recipient.e164, self.config.trust.destinations)
         if refused is not None:
             return codes.DESTINATION_REFUSED.reply(refused)
         suppression = None
