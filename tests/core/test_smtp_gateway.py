@@ -10,6 +10,9 @@ from email.utils import make_msgid
 
 import aiosmtplib
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailsms.app import Gateway
 from mailsms.config import Settings
@@ -478,3 +481,47 @@ async def test_the_listener_knows_every_command_hook_and_auth_mechanism() -> Non
     assert sorted(proto._handle_hooks) == hooks
     assert {"DATA", "EHLO", "MAIL", "RCPT", "exception"} <= set(hooks)
     assert not [n for n in full_handler if n.startswith("auth_")]
+
+
+_PATH_CHARS = "ab0.@<>\"\\ ,:;()[]=-\t"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(_PATH_CHARS, max_size=24),
+        st.sampled_from(["<alice@corp.example> SIZE=10", "<>", "<@a,@b:x@y>", "x" * 70 + "@y"]),
+    )
+)
+def test_mail_and_rcpt_addresses_parse_as_aiosmtpd_parses_them(arg: str) -> None:
+    """GatewaySMTP._getaddr is aiosmtpd's parse without its per-call class
+    creation; where aiosmtpd's own crashes, ours reports a syntax error."""
+    loop = asyncio.new_event_loop()
+    try:
+        handler = GatewayHandler.__new__(GatewayHandler)
+        ours = GatewaySMTP(handler, hostname="x", loop=loop)
+        theirs = SMTP(handler, hostname="x", loop=loop)
+        try:
+            expected = SMTP._getaddr(theirs, arg)
+        except (IndexError, AttributeError):
+            expected = (None, None)
+        assert ours._getaddr(arg) == expected
+    finally:
+        loop.close()
+
+
+async def test_an_address_that_crashes_the_parser_is_a_syntax_error(
+    settings: Settings,
+) -> None:
+    prepare_store(settings)
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port) as client:
+            await client.ehlo()
+            code, text = await client.execute_command(b"MAIL", b"FROM:0@")
+            assert code == 553, text
+            code, _ = await client.mail(SENDER)
+            assert code == 250
+    finally:
+        await gw.stop()
