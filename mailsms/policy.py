@@ -129,11 +129,12 @@ def registered_entry(address: str, entries: Collection[str]) -> str | None:
 # words.  Anything else takes the full RFC 5322 parse.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
+PLAIN_ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
+"""An addr-spec of two dot-atoms: no quoting, no literal, nothing to decode."""
 _DISPLAY_NAME = rf"{_ATEXT}(?:[ \t]+{_ATEXT})*"
 _PLAIN_FROM = re.compile(
-    rf"[ \t]*(?:(?P<bare>{_ADDR_SPEC})"
-    rf"|(?:{_DISPLAY_NAME}[ \t]*)?<(?P<angle>{_ADDR_SPEC})>)[ \t]*"
+    rf"[ \t]*(?:(?P<bare>{PLAIN_ADDR_SPEC})"
+    rf"|(?:{_DISPLAY_NAME}[ \t]*)?<(?P<angle>{PLAIN_ADDR_SPEC})>)[ \t]*"
 )
 
 

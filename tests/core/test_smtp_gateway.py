@@ -486,11 +486,24 @@ async def test_the_listener_knows_every_command_hook_and_auth_mechanism() -> Non
 _PATH_CHARS = "ab0.@<>\"\\ ,:;()[]=-\t"
 
 
+_atoms = st.text("ab0.-+=_", min_size=1, max_size=6)
+_plain_paths = st.builds(
+    lambda pad, local, domain, sep, rest: f"{pad}<{local}@{domain}>{sep}{rest}",
+    st.sampled_from(["", " ", "\t"]),
+    _atoms,
+    _atoms,
+    st.sampled_from(["", " ", "  ", "\t"]),
+    st.sampled_from(["", "SIZE=10", "BODY=8BITMIME SMTPUTF8", "(c) SIZE=1", "x ", "(", ">"]),
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.one_of(
         st.text(_PATH_CHARS, max_size=24),
+        _plain_paths,
         st.sampled_from(["<alice@corp.example> SIZE=10", "<>", "<@a,@b:x@y>", "x" * 70 + "@y"]),
+        st.sampled_from(["<" + "x" * 65 + "@y>", "<" + "x" * 64 + "@y>"]),
     )
 )
 def test_mail_and_rcpt_addresses_parse_as_aiosmtpd_parses_them(arg: str) -> None:
