@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from mailsms.trust.rawcheck import header_fields
+from mailsms.trust.rawcheck import header_fields, may_have_field
 
 __all__ = ["AUTHSERV_ID", "authserv_id_of", "strip_forged_authentication_results"]
 
@@ -70,6 +70,8 @@ def strip_forged_authentication_results(raw: bytes, authserv_id: str) -> bytes:
     ours = authserv_id.strip().rstrip(".").lower()
     if not ours:
         raise ValueError("authserv_id must not be empty")
+    if not may_have_field(raw, b"Authentication-Results"):
+        return raw
     pieces: list[bytes] = []
     position = 0
     for field in header_fields(raw):

@@ -28,6 +28,7 @@ __all__ = [
     "check_header_syntax",
     "find_bare_line_endings",
     "header_fields",
+    "may_have_field",
     "received_hops",
 ]
 
@@ -63,6 +64,11 @@ class HeaderField:
 
 def find_bare_line_endings(raw: bytes) -> str | None:
     """Return a reason if ``raw`` contains a bare CR or bare LF, else None."""
+    pairs = raw.count(b"\r\n")
+    if raw.count(b"\r") == pairs and raw.count(b"\n") == pairs:
+        # Every CR and every LF belongs to a CRLF: nothing to locate (three
+        # C-speed counts instead of the regex's walk over the message).
+        return None
     match = _BARE_EOL.search(raw)
     if match is None:
         return None
@@ -164,4 +170,20 @@ def check_header_limits(raw: bytes, max_headers: int, max_header_bytes: int) -> 
 
 def received_hops(raw: bytes) -> int:
     """Number of ``Received`` header fields (RFC 5321 §6.3 loop detection)."""
+    if not may_have_field(raw, b"Received"):
+        return 0
     return sum(1 for field in header_fields(raw) if field.is_named(b"Received"))
+
+
+def may_have_field(raw: bytes, name: bytes) -> bool:
+    """False only when ``raw`` can have no header field called ``name``: a
+    cheap test before :func:`header_fields` splits the whole section.
+
+    A field starts with its name and a colon, all inside the header
+    section, and that section ends at or before the first CRLF CRLF
+    (wherever ``_lines`` splits, an empty line begins there at the latest),
+    so searching up to there misses nothing.
+    """
+    end = raw.find(b"\r\n\r\n")
+    section = raw if end < 0 else raw[: end + 2]
+    return name.lower() + b":" in section.lower()

@@ -5,11 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailsms.trust.authresults import authserv_id_of, strip_forged_authentication_results
 from mailsms.trust.rawcheck import (
+    _BARE_EOL,
     check_header_limits,
     check_header_syntax,
     find_bare_line_endings,
     header_fields,
+    may_have_field,
     received_hops,
 )
 from tests.trust import make_message
@@ -138,3 +141,35 @@ def test_rawcheck_never_raises_on_header_like_input(parts: list[bytes]) -> None:
     check_header_limits(raw, 5, 200)
     check_header_syntax(raw)
     received_hops(raw)
+
+
+_HEADERISH = st.lists(
+    st.sampled_from(
+        [
+            b"Received: x", b"received:y", b"X-Received: z",
+            b"Authentication-Results: sms.localhost; x", b"AUTHENTICATION-RESULTS:other; y",
+            b"From: a@b.example", b" fold", b"\t", b"\r\n", b"\n", b"\r", b":", b"x", b"",
+        ]
+    ),
+    max_size=30,
+).map(b"\r\n".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_HEADERISH, st.binary(max_size=300)))
+def test_shortcuts_answer_like_the_full_scans(raw: bytes) -> None:
+    """The cheap pre-checks (counts, a substring test) never change an
+    answer: compared with the regex and the full header split."""
+    assert (find_bare_line_endings(raw) is None) == (_BARE_EOL.search(raw) is None)
+    fields = header_fields(raw)
+    assert received_hops(raw) == sum(1 for f in fields if f.is_named(b"Received"))
+    for name in (b"Received", b"Authentication-Results", b"From"):
+        if any(f.is_named(name) for f in fields):
+            assert may_have_field(raw, name), (raw, name)
+    stripped = strip_forged_authentication_results(raw, "sms.localhost")
+    kept = [f for f in fields if not (f.is_named(b"Authentication-Results") and
+            authserv_id_of(f.value(raw)) == "sms.localhost")]  # fmt: skip
+    if len(kept) == len(fields):
+        assert stripped == raw
+    else:
+        assert len(stripped) < len(raw)
