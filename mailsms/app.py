@@ -17,10 +17,10 @@ import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 import uvicorn
 
 from mailsms.bounces import BounceNotifier
+from mailsms.carriers.http import carrier_client
 from mailsms.carriers.registry import build_carrier, build_webhooks
 from mailsms.config import Settings, SettingsError
 from mailsms.dispatcher import Dispatcher, utcnow
@@ -165,7 +165,7 @@ class Gateway:
         self.runner = runner
         self._stack.callback(runner.close)
 
-        client = httpx.AsyncClient(timeout=settings.carrier_timeout)
+        client = carrier_client(settings.carrier_timeout)
         self._stack.push_async_callback(client.aclose)
         carrier = build_carrier(settings, client)
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from mailsms.carriers.base import Carrier, OutboundSms
+from mailsms.carriers.http import carrier_client
 from mailsms.carriers.twilio import (
     IDEMPOTENCY_HEADER,
     TwilioCarrier,
@@ -53,7 +54,8 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0) as c:
+    # The client the application gives its carriers (aiohttp underneath).
+    async with carrier_client(5.0) as c:
         yield c
 
 
@@ -289,7 +291,7 @@ async def test_connection_refused_is_temporary(client: httpx.AsyncClient) -> Non
 
 async def test_timeout_is_temporary(fake_twilio: FakeTwilio) -> None:
     fake_twilio.script(ScriptedResponse(201, delay=2.0))
-    async with httpx.AsyncClient(timeout=0.2) as short:
+    async with carrier_client(0.2) as short:
         with pytest.raises(TemporaryFailure, match="did not answer in time"):
             await carrier_for(fake_twilio, short).send(make_sms())
 
