@@ -139,7 +139,9 @@ class Dispatcher:
             status_callback=self._status_callback,
         )
         try:
-            result = await asyncio.wait_for(self._carrier.send(sms), self._send_timeout)
+            # asyncio.timeout, not wait_for: no extra task per hand-over.
+            async with asyncio.timeout(self._send_timeout):
+                result = await self._carrier.send(sms)
         except PermanentFailure as exc:
             log.warning("SMS %s to %s failed: %s", row.uid, row.to_number, exc)
             await self._record(

@@ -123,3 +123,22 @@ async def test_missing_twilio_credentials_stop_startup(settings: Settings) -> No
     gw = Gateway(settings.model_copy(update={"carrier": "twilio"}))
     with pytest.raises(SettingsError, match="MAILSMS_TWILIO_ACCOUNT_SID"):
         await gw.start()
+
+
+async def test_a_carrier_that_does_not_answer_is_retried(
+    settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    configured = twilio_settings(settings, fake_twilio, carrier_timeout=0.3)
+    store = prepare_store(configured)
+    fake_twilio.script(ScriptedResponse(201, delay=3.0))  # then answers at once
+    gw = Gateway(configured)
+    await gw.start()
+    try:
+        await send_one(gw)
+        [row] = await wait_for_status(store, SmsStatus.SENT)
+    finally:
+        await gw.stop()
+    assert row.attempts == 2
+    events = store.sms_events(row.id or 0)
+    assert [e.status for e in events] == ["queued", "sending", "queued", "sending", "sent"]
+    assert "answer" in (events[2].detail or ""), events[2]
