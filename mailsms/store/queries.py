@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
@@ -267,10 +267,11 @@ class Store(AbuseQueries):
         costs the others their commit."""
         for attempt in range(_TRANSIENT_RETRIES + 1):
             try:
-                with Session(self.engine) as session:
-                    outcomes = _insert_batch(session, batch)
-                    session.commit()
-                    return outcomes
+                # A Connection, not a Session: the batch is Core statements
+                # only, and the ORM's bookkeeping per statement and per
+                # commit is CPU spent for nothing on this hot path.
+                with self.engine.begin() as connection:
+                    return _insert_batch(connection, batch)
             except IntegrityError:
                 break
             except OperationalError:
@@ -283,23 +284,22 @@ class Store(AbuseQueries):
         results: list[EnqueueOutcome] = []
         for item in batch:
             try:
-                with Session(self.engine) as session:
-                    [outcome] = _insert_batch(session, [item])
-                    session.commit()
+                with self.engine.begin() as connection:
+                    [outcome] = _insert_batch(connection, [item])
             except IntegrityError:
                 outcome = self._existing(item)
             results.append(outcome)
         return results
 
     def _existing(self, item: AcceptedEmail) -> EnqueueOutcome:
-        with Session(self.engine) as session:
-            email_id = session.scalars(
+        with self.engine.connect() as connection:
+            email_id = connection.scalars(
                 select(col(InboundEmail.id)).where(
                     col(InboundEmail.from_address) == item.from_address,
                     col(InboundEmail.message_id) == item.message_id,
                 )
             ).one()
-            return _duplicate(session, _id(email_id))
+            return _duplicate(connection, _id(email_id))
 
     # --- dispatching ------------------------------------------------------
     def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> Claim:
@@ -611,7 +611,7 @@ class Store(AbuseQueries):
             for mail in mails:
                 self._add_mail(session, mail, now, deadline)
             _insert_queued_sms(
-                session,
+                session.connection(),
                 [
                     _queued_sms(
                         sms,
@@ -851,10 +851,8 @@ class _Pair:
     dirty: bool = False
 
 
-def _duplicate(session: Session, email_id: int) -> EnqueueOutcome:
-    uids = session.scalars(
-        select(col(OutboundSms.uid)).where(col(OutboundSms.email_id) == email_id)
-    )
+def _duplicate(connection: Connection, email_id: int) -> EnqueueOutcome:
+    uids = connection.scalars(_UIDS_OF_EMAIL, {"email_id": email_id})
     return EnqueueOutcome(email_id, tuple(uids), duplicate=True)
 
 
@@ -887,34 +885,31 @@ def _queued_sms(
 
 
 def _insert_queued_sms(
-    session: Session, rows: Sequence[dict[str, object]], detail: str | None = None
+    connection: Connection, rows: Sequence[dict[str, object]], detail: str | None = None
 ) -> None:
-    """Insert SMS rows and their first ("queued") events, set-based."""
+    """Insert SMS rows and their first ("queued") events: one executemany
+    and one INSERT ... SELECT (per 500 rows), whatever the number of rows."""
     if not rows:
         return
-    # One executemany, then the ids by the unique uid: RETURNING in
-    # parameter order would cost SQLite one INSERT statement per row.
-    session.execute(insert(_SMS), list(rows))
-    ids = _ids_by(session, _SMS.c.uid, [str(values["uid"]) for values in rows])
-    session.execute(
-        insert(_EVENTS),
-        [
-            {
-                "sms_id": ids[str(values["uid"])],
-                "status": SmsStatus.QUEUED,
-                "at": values["created_at"],
-                "detail": detail,
-            }
-            for values in rows
-        ],
-    )
+    connection.execute(_INSERT_SMS, list(rows))
+    # The events are made from the rows just stored, found by their unique
+    # uid: no ids to read back (RETURNING in parameter order would cost
+    # SQLite one INSERT per row), and no parameters or time conversions
+    # per event.  In id order, as one INSERT per SMS would number them.
+    uids = [values["uid"] for values in rows]
+    for start in range(0, len(uids), _CHUNK):
+        connection.execute(
+            _INSERT_QUEUED_EVENTS, {"uids": uids[start : start + _CHUNK], "detail": detail}
+        )
 
 
 _CHUNK = 500
 """Values per IN (...) list: well under every database's parameter limit."""
 
 
-def _email_ids(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _email_ids(
+    connection: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
     """Stored emails by their (author, Message-ID) key: one IN list over the
     Message-ID index per chunk, the author compared here.  (SQLite scans the
     whole table for the row-value form ``(author, id) IN (VALUES ...)``.)"""
@@ -922,57 +917,88 @@ def _email_ids(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[
     mids = sorted({mid for _, mid in keys})
     ids: dict[tuple[str, str], int] = {}
     for start in range(0, len(mids), _CHUNK):
-        found = session.execute(
-            select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
-                _EMAILS.c.message_id.in_(mids[start : start + _CHUNK])
-            )
-        )
-        ids.update({(a, m): i for a, m, i in found if (a, m) in wanted})
+        found = connection.execute(_EMAILS_BY_MESSAGE_ID, {"mids": mids[start : start + _CHUNK]})
+        ids.update({(a, m): i for a, m, i in found.all() if (a, m) in wanted})
     return ids
 
 
-def _ids_by(session: Session, column: Any, keys: Sequence[str]) -> dict[str, int]:
-    """Primary keys of the rows just inserted, by a unique column."""
-    table = column.table
-    ids: dict[str, int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        found = session.execute(select(column, table.c.id).where(column.in_(chunk)))
-        ids.update({key: row_id for key, row_id in found})
-    return ids
+# The statements of the group commit, built once: building a statement
+# and computing its cache key cost more CPU per batch than running it.
+# An IN list is an expanding parameter, so its values are not part of the
+# cache key either.
+_EMAILS_BY_MESSAGE_ID = select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
+    _EMAILS.c.message_id.in_(bindparam("mids", expanding=True))
+)
+_INSERT_EMAILS = insert(_EMAILS).returning(
+    _EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id
+)
+_INSERT_SMS = insert(_SMS)
+_INSERT_QUEUED_EVENTS = insert(_EVENTS).from_select(
+    ["sms_id", "status", "at", "detail"],
+    select(
+        _SMS.c.id,
+        literal(SmsStatus.QUEUED, _EVENTS.c.status.type),
+        _SMS.c.created_at,
+        bindparam("detail", type_=_EVENTS.c.detail.type),
+    )
+    .where(_SMS.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_SMS.c.id),
+)
+_PAIRS_OF_PHONES = select(_PAIRS).where(_PAIRS.c.phone.in_(bindparam("phones", expanding=True)))
+_UPDATE_PAIRS = (
+    update(_PAIRS)
+    .where(_PAIRS.c.id == bindparam("b_id"))
+    .values(
+        sender=bindparam("b_sender"),
+        email_id=bindparam("b_email"),
+        updated_at=bindparam("b_at"),
+    )
+)
+_INSERT_PAIRS = insert(_PAIRS)
+_UIDS_OF_EMAIL = select(_SMS.c.uid).where(_SMS.c.email_id == bindparam("email_id"))
 
 
-def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
+def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
     """Insert emails, allocate from-numbers, record conversations, insert
-    SMS and their first events: five statements for the whole batch."""
+    SMS and their first events, with one statement each whatever the size
+    of the batch (per 500 values of an IN list): look the Message-IDs up,
+    insert the emails, read the conversations, update and/or insert them,
+    insert the SMS, insert their events.  An abuse-limit charge adds its
+    own statements (mailsms.store.abuse)."""
     # 1. Message-IDs already stored, or repeated inside this batch.
-    stored = _email_ids(session, list({(item.from_address, item.message_id) for item in batch}))
+    stored = _email_ids(connection, list({(item.from_address, item.message_id) for item in batch}))
     fresh: list[int] = []
     first_of: dict[tuple[str, str], int] = {}
     refused: dict[int, Charge] = {}
+    # The abuse counters' queries take a Session: one on this connection (it
+    # joins the transaction), made only when the batch has charges to count.
+    counting: Session | None = None
     for index, item in enumerate(batch):
         key = (item.from_address, item.message_id)
         if key in stored or key in first_of:
             continue  # a duplicate is never charged
-        # Count-then-check in this same transaction: the counters and the
-        # message commit together, or neither does.
-        over = charge_within(session, item.charges)
-        if over is not None:
-            refused[index] = over
-            continue
+        if item.charges:
+            # Count-then-check in this same transaction: the counters and
+            # the message commit together, or neither does.
+            if counting is None:
+                counting = Session(connection)
+            over = charge_within(counting, item.charges)
+            if over is not None:
+                refused[index] = over
+                continue
         first_of[key] = index
         fresh.append(index)
-    forget_old_windows(session, [c for i in fresh for c in batch[i].charges])
+    if counting is not None:
+        forget_old_windows(counting, [c for i in fresh for c in batch[i].charges])
+        counting.close()  # the transaction stays open: it is the caller's
 
-    # 2. The emails, ids back in parameter order.
+    # 2. The emails, their ids returned with their (author, Message-ID)
+    # key, unique within ``fresh`` (see _insert_queued_sms).
     email_ids: dict[int, int] = {}
     if fresh:
-        # executemany, then the ids by the (author, Message-ID) key, which
-        # is unique: see _insert_queued_sms.
-        session.execute(insert(_EMAILS), [_email_values(batch[i]) for i in fresh])
-        fresh_keys = [(batch[i].from_address, batch[i].message_id) for i in fresh]
-        inserted = _email_ids(session, fresh_keys)
-        email_ids = {i: inserted[key] for i, key in zip(fresh, fresh_keys, strict=True)}
+        inserted = connection.execute(_INSERT_EMAILS, [_email_values(batch[i]) for i in fresh])
+        by_key = {(a, m): i for a, m, i in inserted.all()}
+        email_ids = {i: by_key[batch[i].from_address, batch[i].message_id] for i in fresh}
 
     # 3. From-numbers: one read of the conversations of every phone in the
     # batch, then allocation in order, so later emails see earlier ones.
@@ -981,7 +1007,7 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
     ordered = sorted(phones)
     for start in range(0, len(ordered), _CHUNK):
         phone_chunk = ordered[start : start + _CHUNK]
-        for row in session.execute(select(_PAIRS).where(_PAIRS.c.phone.in_(phone_chunk))):
+        for row in connection.execute(_PAIRS_OF_PHONES, {"phones": phone_chunk}).all():
             pairs[row.phone][row.number] = _Pair(
                 row.number, row.sender, row.email_id, row.updated_at, row.id
             )
@@ -1011,14 +1037,8 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
     changed = [pair_of for by_number in pairs.values() for pair_of in by_number.values()]
     updates = [p for p in changed if p.dirty and p.row_id is not None]
     if updates:
-        session.execute(
-            update(_PAIRS)
-            .where(_PAIRS.c.id == bindparam("b_id"))
-            .values(
-                sender=bindparam("b_sender"),
-                email_id=bindparam("b_email"),
-                updated_at=bindparam("b_at"),
-            ),
+        connection.execute(
+            _UPDATE_PAIRS,
             [
                 {
                     "b_id": p.row_id,
@@ -1042,10 +1062,10 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
         if p.dirty and p.row_id is None
     ]
     if inserts:
-        session.execute(insert(_PAIRS), inserts)
+        connection.execute(_INSERT_PAIRS, inserts)
 
     # 5. The SMS and their "queued" events.
-    _insert_queued_sms(session, sms_values)
+    _insert_queued_sms(connection, sms_values)
 
     outcomes: list[EnqueueOutcome] = []
     for index, item in enumerate(batch):
@@ -1057,7 +1077,7 @@ def _insert_batch(session: Session, batch: Sequence[AcceptedEmail]) -> list[Enqu
                 EnqueueOutcome(email_ids[index], tuple(uids_of.get(index, ())), duplicate=False)
             )
         elif key in stored:
-            outcomes.append(_duplicate(session, stored[key]))
+            outcomes.append(_duplicate(connection, stored[key]))
         else:  # the same Message-ID twice in one batch: the first one counts
             first = first_of[key]
             outcomes.append(

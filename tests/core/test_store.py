@@ -82,8 +82,79 @@ def test_two_senders_in_one_batch_get_different_pool_numbers_for_one_phone(
 def test_every_sms_gets_a_queued_event(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     store.enqueue([accepted("alice@corp.example", f"<m{i}@x>", "+14155551212") for i in range(5)])
-    for row in store.list_sms():
-        assert [e.status for e in store.sms_events(row.id or 0)] == ["queued"]
+    event_ids = []
+    for row in sorted(store.list_sms(), key=lambda r: _sms_id(r.id)):
+        [queued] = store.sms_events(_sms_id(row.id))
+        assert (queued.status, queued.at, queued.detail) == ("queued", row.created_at, None)
+        event_ids.append(queued.id)
+    assert event_ids == sorted(event_ids)  # numbered in the order of the SMS
+
+
+def test_a_message_id_committed_elsewhere_mid_batch_costs_the_others_nothing(
+    tmp_path: Path,
+) -> None:
+    """Another instance commits a Message-ID between our duplicate check and
+    our insert: the batch's unique-key error falls back to one transaction
+    per email, and that one email is reported as the duplicate it is."""
+    store = new_store(tmp_path)
+    [earlier] = store.enqueue([accepted("alice@corp.example", "<race@x>", "+14155551212")])
+    # Each transaction's duplicate check (its first look-up of emails by
+    # Message-ID) finds nothing, as if it had run before the other commit.
+    checked: list[bool] = []
+
+    def begin(conn: Any) -> None:
+        checked.clear()
+
+    def miss(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> Any:
+        if not checked and "FROM emails" in sql and "message_id IN" in sql:
+            checked.append(True)
+            return "SELECT from_address, message_id, id FROM emails WHERE 0", ()
+        return sql, params
+
+    event.listen(store.engine, "begin", begin)
+    event.listen(store.engine, "before_cursor_execute", miss, retval=True)
+    first, raced, last = store.enqueue(
+        [
+            accepted("alice@corp.example", "<r1@x>", "+14155551212"),
+            accepted("alice@corp.example", "<race@x>", "+14155551212"),
+            accepted("alice@corp.example", "<r2@x>", "+14155551212"),
+        ]
+    )
+    event.remove(store.engine, "before_cursor_execute", miss)
+    event.remove(store.engine, "begin", begin)
+    assert not first.duplicate and not last.duplicate
+    assert len(first.sms_uids) == len(last.sms_uids) == 1
+    assert raced.duplicate and raced.email_id == earlier.email_id
+    assert raced.sms_uids == earlier.sms_uids
+    assert len(store.list_emails()) == 3
+    rows = store.list_sms()
+    assert sorted(r.uid for r in rows) == sorted(earlier.sms_uids + first.sms_uids + last.sms_uids)
+    for row in rows:
+        assert [e.status for e in store.sms_events(_sms_id(row.id))] == ["queued"]
+
+
+def test_a_group_commit_runs_as_many_statements_for_50_emails_as_for_5(tmp_path: Path) -> None:
+    """Set-based: the statements of a batch do not grow with its size (an
+    INSERT ... RETURNING in parameter order once meant one INSERT per row
+    on SQLite)."""
+    store = new_store(tmp_path)
+    store.enqueue([accepted("alice@corp.example", "<warm@x>", "+14155551212")])
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        statements.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    counts = []
+    for size in (5, 50):
+        statements.clear()
+        store.enqueue(
+            [accepted("alice@corp.example", f"<{size}.{i}@x>", "+14155551212") for i in range(size)]
+        )
+        counts.append(len(statements))
+    event.remove(store.engine, "before_cursor_execute", record)
+    assert counts[0] == counts[1] <= 6, counts
+    assert len(store.list_sms()) == 56
 
 
 def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path) -> None:
@@ -94,7 +165,9 @@ def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path)
     statements: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.lstrip().upper().startswith(("SELECT", "UPDATE")) and not many:
+        # Reads, updates, and inserts that read (INSERT ... SELECT).
+        reads = " SELECT " in f" {sql.upper()} " or sql.lstrip().upper().startswith("UPDATE")
+        if reads and not many:
             statements.append((sql, params))
 
     event.listen(store.engine, "before_cursor_execute", record)
