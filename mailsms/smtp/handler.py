@@ -422,7 +422,12 @@ class GatewayHandler:
     def _required(
         self, directory: _Directory, entry: str | None, session: Any
     ) -> SenderPolicy | None:
-        trusted = in_networks(_peer_ip(session), self.config.trust.trusted_networks)
+        trusted = getattr(session, "mailsms_trusted", None)
+        if trusted is None:
+            # The peer is fixed for the connection: decide once, not per
+            # command of every message it sends.
+            trusted = in_networks(_peer_ip(session), self.config.trust.trusted_networks)
+            session.mailsms_trusted = trusted
         return required_proof(
             directory.policies.get(entry or ""), self.config.trust.default_policy, trusted
         )
