@@ -178,6 +178,7 @@ class GatewayHandler:
         self._committer = committer
         self._clock = clock
         self._directory: _Directory | None = None
+        self._reloading = asyncio.Lock()
         # Parsing and classifying a number (phonenumbers) is most of RCPT's
         # CPU, and the same few addresses come back again and again; both
         # are pure functions of the address here.  Refusals (exceptions)
@@ -197,12 +198,20 @@ class GatewayHandler:
 
     # --- the allow-list snapshot -----------------------------------------
     async def _dir(self) -> _Directory:
-        now = time.monotonic()
         current = self._directory
-        if current is None or now - current.loaded > self.config.directory_ttl:
-            current = await self._runner.call(_load_directory, self._runner.store, current, now)
-            self._directory = current
-        return current
+        if current is not None and time.monotonic() - current.loaded <= self.config.directory_ttl:
+            return current
+        # One reload at a time: when the snapshot expires, every session in
+        # flight asks for it at once, and all but one would load it again.
+        async with self._reloading:
+            current = self._directory
+            now = time.monotonic()
+            if current is None or now - current.loaded > self.config.directory_ttl:
+                current = await self._runner.call(
+                    _load_directory, self._runner.store, current, now
+                )
+                self._directory = current
+            return current
 
     def forget_directory(self) -> None:
         """Reload the snapshot at the next command (an opt-out changed here;

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -16,10 +18,11 @@ from hypothesis import strategies as st
 
 from mailsms.app import Gateway
 from mailsms.config import Settings
-from mailsms.smtp.handler import GatewayHandler
+from mailsms.smtp.handler import GatewayHandler, HandlerConfig
 from mailsms.smtp.server import GatewaySMTP
 from mailsms.store import Store
 from mailsms.store.models import EmailDisposition
+from mailsms.text import TextOptions
 from tests.conftest import DOMAIN, SENDER, prepare_store, read_outbox, wait_outbox
 
 GMAIL_STYLE = (
@@ -538,3 +541,51 @@ async def test_an_address_that_crashes_the_parser_is_a_syntax_error(
             assert code == 250
     finally:
         await gw.stop()
+
+
+async def test_an_expired_allow_list_snapshot_is_loaded_once_for_all_sessions() -> None:
+    """When the snapshot expires, the sessions in flight share one reload
+    instead of each querying the database (a herd of 20 per second)."""
+
+    class FakeStore:
+        def sender_trust(self) -> list[object]:
+            return []
+
+        def list_numbers(self) -> list[object]:
+            return []
+
+        def suppression_stamp(self) -> tuple[object, ...]:
+            return (0,)
+
+        def suppressed_phones(self) -> frozenset[str]:
+            return frozenset()
+
+    class CountingRunner:
+        store = FakeStore()
+        loads = 0
+
+        async def call(self, fn: Any, *args: Any) -> Any:
+            CountingRunner.loads += 1
+            await asyncio.sleep(0.01)  # the database round trip
+            return fn(*args)
+
+    config = HandlerConfig(
+        domain=DOMAIN,
+        default_region="US",
+        max_recipients=10,
+        text=TextOptions(),
+        retry_deadline=timedelta(hours=1),
+        default_from=None,
+        directory_ttl=0.05,
+    )
+    handler = GatewayHandler(
+        config,
+        CountingRunner(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        lambda: datetime.now(UTC),
+    )
+    for _ in range(3):
+        snapshots = await asyncio.gather(*(handler._dir() for _ in range(20)))
+        assert len({id(s) for s in snapshots}) == 1
+        await asyncio.sleep(0.06)  # let it expire
+    assert CountingRunner.loads == 3
