@@ -151,6 +151,26 @@ def main_callback(ctx: typer.Context, config: ConfigOption = None) -> None:
 
 
 # --- serve ----------------------------------------------------------------
+# Libraries that log every SMTP command (aiosmtpd's "mail.log") or every
+# HTTP request (httpx) at INFO: noise in the service log, and at load the
+# log lines cost more CPU than the commands and requests themselves.
+CHATTY_LOGGERS = ("mail.log", "httpx")
+
+
+def configure_logging(level: str, workers: int) -> None:
+    """The service log: one line per event on stderr, at ``level``."""
+    # With several workers, each line says which process wrote it.
+    process = " [%(process)d]" if workers > 1 else ""
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s{process} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level != "DEBUG":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -173,17 +193,7 @@ def serve(
     settings = get_settings(ctx, config)
     if workers is not None:
         settings = settings.model_copy(update={"workers": workers})
-    # With several workers, each line says which process wrote it.
-    process = " [%(process)d]" if settings.workers > 1 else ""
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s{process} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if settings.log_level != "DEBUG":
-        # aiosmtpd logs every SMTP command at INFO: noise, and at load it
-        # costs more than the commands themselves.
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.workers)
     try:
         if settings.workers > 1:
             status = serve_workers(settings)

@@ -161,3 +161,30 @@ def test_preview_of_an_empty_mail_exits_1_with_the_reason(cli: CliRunner, tmp_pa
     assert "Not sent" in result.output
     missing = cli.invoke(app, ["preview", str(tmp_path / "nope.eml")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+@pytest.mark.parametrize(("level", "per_request"), [("INFO", False), ("DEBUG", True)])
+def test_the_service_log_leaves_out_per_command_and_per_request_lines(
+    level: str, per_request: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiosmtpd's line per SMTP command and httpx's per carrier request
+    only appear when debugging."""
+    import logging
+
+    from mailsms.cli import configure_logging
+
+    root = logging.getLogger()
+    loggers = [root, *(logging.getLogger(n) for n in ("mail.log", "httpx"))]
+    saved = [(lg, lg.level) for lg in loggers]
+    # As in a fresh process: no handlers yet (pytest installs its own).
+    monkeypatch.setattr(root, "handlers", [])
+    try:
+        for lg in loggers[1:]:
+            lg.setLevel(logging.NOTSET)
+        configure_logging(level, workers=1)
+        assert logging.getLogger("mail.log").isEnabledFor(logging.INFO) == per_request
+        assert logging.getLogger("httpx").isEnabledFor(logging.INFO) == per_request
+        assert logging.getLogger("mailsms.app").isEnabledFor(logging.INFO)
+    finally:
+        for lg, old_level in saved:
+            lg.setLevel(old_level)
