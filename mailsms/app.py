@@ -62,8 +62,8 @@ LISTEN_BACKLOG = 1024
 
 @dataclass(frozen=True, slots=True)
 class Listeners:
-    """The bound listening sockets.  ``mailsms serve --workers N`` binds them
-    once and every worker process accepts from the same sockets."""
+    """The bound listening sockets.  ``mailsms serve --workers N`` binds one
+    set per worker before forking (see :func:`bind_worker_listeners`)."""
 
     smtp: socket.socket
     http: socket.socket
@@ -75,12 +75,13 @@ class Listeners:
                 sock.close()
 
 
-def _bind(host: str, port: int, what: str) -> socket.socket:
+def _bind(host: str, port: int, what: str, *, reuse_port: bool = False) -> socket.socket:
     try:
         return socket.create_server(
             (host, port),
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
             backlog=LISTEN_BACKLOG,
+            reuse_port=reuse_port,
         )
     except OSError as exc:
         raise StartupError(
@@ -88,25 +89,65 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
         ) from exc
 
 
-def bind_listeners(settings: Settings) -> Listeners:
+def bind_listeners(settings: Settings, *, reuse_port: bool = False) -> Listeners:
     """Bind every listener the settings ask for, or raise StartupError
     (closing what was already bound)."""
     bound: list[socket.socket] = []
     try:
-        smtp = _bind(settings.smtp_host, settings.smtp_port, "SMTP")
+        smtp = _bind(settings.smtp_host, settings.smtp_port, "SMTP", reuse_port=reuse_port)
         bound.append(smtp)
         submissions = None
         if settings.submissions_port is not None:
             submissions = _bind(
-                settings.smtp_host, settings.submissions_port, "SMTP (implicit TLS)"
+                settings.smtp_host,
+                settings.submissions_port,
+                "SMTP (implicit TLS)",
+                reuse_port=reuse_port,
             )
             bound.append(submissions)
-        http = _bind(settings.http_host, settings.http_port, "HTTP")
+        http = _bind(settings.http_host, settings.http_port, "HTTP", reuse_port=reuse_port)
     except StartupError:
         for sock in bound:
             sock.close()
         raise
     return Listeners(smtp=smtp, http=http, submissions=submissions)
+
+
+def bind_worker_listeners(settings: Settings, count: int) -> list[Listeners]:
+    """One set of listeners per worker, all on the same ports.
+
+    With one shared socket the worker whose event loop wakes first accepts
+    every waiting connection (asyncio accepts up to the backlog per
+    wake-up), so clients that keep their connections, like relays and
+    load generators, all end up on one worker while the others idle.  With
+    a socket per worker bound with SO_REUSEPORT (Linux 3.9+), the kernel
+    spreads new connections across the workers.  The supervisor keeps every
+    set open, so a replacement worker takes over its predecessor's socket
+    and the connections queued on it.  Without SO_REUSEPORT the workers
+    share one set.
+    """
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        shared = bind_listeners(settings)
+        return [shared] * count
+    sets = [bind_listeners(settings, reuse_port=True)]
+    try:
+        # Port 0 asks for any free port: the other sets take the same one.
+        first = sets[0]
+        pinned = settings.model_copy(
+            update={
+                "smtp_port": first.smtp.getsockname()[1],
+                "http_port": first.http.getsockname()[1],
+                "submissions_port": (
+                    first.submissions.getsockname()[1] if first.submissions else None
+                ),
+            }
+        )
+        sets.extend(bind_listeners(pinned, reuse_port=True) for _ in range(count - 1))
+    except StartupError:
+        for listeners in sets:
+            listeners.close()
+        raise
+    return sets
 
 
 class Gateway:
@@ -443,19 +484,23 @@ def serve_workers(settings: Settings) -> int:
         ) from exc
     finally:
         engine.dispose()  # no connection may cross the fork
-    listeners = bind_listeners(settings)
+    per_worker = bind_worker_listeners(settings, settings.workers)
     log.info(
         "mailsms starting %d workers: SMTP %s:%d, HTTP %s:%d",
         settings.workers,
         settings.smtp_host,
-        listeners.smtp.getsockname()[1],
+        per_worker[0].smtp.getsockname()[1],
         settings.http_host,
-        listeners.http.getsockname()[1],
+        per_worker[0].http.getsockname()[1],
     )
 
     def run_worker(index: int) -> int:
+        own = per_worker[index]
+        for other in per_worker:
+            if other is not own:
+                other.close()  # this process's copies; the supervisor keeps its own
         try:
-            asyncio.run(serve(settings, listeners))
+            asyncio.run(serve(settings, own))
         except (StartupError, SettingsError) as exc:
             log.error("worker %d cannot start: %s", index, exc)
             return 1
@@ -464,4 +509,5 @@ def serve_workers(settings: Settings) -> int:
     try:
         return supervise(settings.workers, run_worker)
     finally:
-        listeners.close()
+        for listeners in {id(ls): ls for ls in per_worker}.values():
+            listeners.close()

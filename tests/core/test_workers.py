@@ -215,3 +215,38 @@ def test_workers_stop_when_the_supervisor_is_killed(
             return probe.connect_ex(("127.0.0.1", smtp_port)) != 0
 
     wait_until(refused, "the SMTP port to close")
+
+
+def test_connections_are_spread_over_the_workers(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    """Kept-open connections (a relay's, a load generator's) reach every
+    worker, not just the one whose event loop woke first (SO_REUSEPORT)."""
+    proc, smtp_port, _ = start_workers(
+        tmp_path, fake_twilio, "--workers", "2", MAILSMS_LOG_LEVEL="DEBUG"
+    )
+    clients: list[socket.socket] = []
+    try:
+        wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
+        workers = children(proc.pid)
+        # A burst, as when a relay opens its connections: all are queued
+        # before any worker accepts.  (All 16 on one worker by chance with
+        # SO_REUSEPORT: 2 in 65,536.)
+        for _ in range(16):
+            clients.append(socket.create_connection(("127.0.0.1", smtp_port), timeout=10))
+        for client in clients:
+            assert client.recv(512).startswith(b"220"), "no greeting"
+        ports = {c.getsockname()[1] for c in clients}
+
+        def served_by() -> dict[int, int]:
+            # aiosmtpd logs each connection's peer at DEBUG, with our pid.
+            log = (tmp_path / "gateway.log").read_text(errors="replace")
+            found = re.findall(r"\[(\d+)\] INFO mail\.log: Peer: \('127\.0\.0\.1', (\d+)\)", log)
+            return {int(port): int(pid) for pid, port in found if int(port) in ports}
+
+        wait_until(lambda: len(served_by()) == len(ports), "a log line per connection")
+        assert set(served_by().values()) == workers
+    finally:
+        for client in clients:
+            client.close()
+        assert stop(proc) == 0
