@@ -7,15 +7,36 @@ from its caller, so tests and the dispatcher agree on one clock.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, literal, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
+    Integer,
+    Row,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, col
 
 from mailsms.limits import Charge
@@ -311,56 +332,41 @@ class Store(AbuseQueries):
         since the email was accepted is never sent; it ends ``failed`` with
         a bounce due, like any other undeliverable SMS.  (Keyword replies,
         such as the STOP confirmation itself, have no email and are sent.)
+        The check is read with the due rows (see _SMS_LEASE).
+
+        Core statements built once, on a Connection, as in the group
+        commit: the ORM's statement handling, object loading and expunging
+        cost more CPU per SMS than the statements themselves.
         """
-        with Session(self.engine, expire_on_commit=False) as session:
-            claimed = _claim_leased(session, OutboundSms, now, limit, lease_until)
-            phones = {row.to_number for row in claimed if row.email_id is not None}
-            opted_out: set[str] = set()
-            if phones:
-                opted_out = set(
-                    session.scalars(
-                        select(col(Suppression.phone))
-                        .where(col(Suppression.phone).in_(phones))
-                        .distinct()
-                    )
-                )
-            refused: list[OutboundSms] = []
-            sending: list[OutboundSms] = []
-            for row in claimed:
-                if row.email_id is not None and row.to_number in opted_out:
-                    refused.append(row)
-                else:
-                    sending.append(row)
+        with self.engine.begin() as connection:
+            claimed, opted_out = _claim_leased(connection, _SMS_LEASE, now, limit, lease_until)
+            sending = [row for row in claimed if row.id not in opted_out]
+            refused = sorted(opted_out)
             if refused:
-                session.execute(
-                    update(OutboundSms)
-                    .where(col(OutboundSms.id).in_([_id(r.id) for r in refused]))
-                    .values(
-                        status=SmsStatus.FAILED,
-                        error=OPTED_OUT_ERROR,
-                        error_code=OPTED_OUT_CODE,
-                        bounce="pending",
-                        updated_at=now,
-                    )
+                connection.execute(_REFUSE_OPTED_OUT, {"ids": refused, "now": now})
+            # One INSERT ... SELECT per kind of event, in id order like the
+            # rows: no parameters or time conversions per event.
+            if sending:
+                connection.execute(
+                    _INSERT_CLAIM_EVENTS,
+                    {
+                        "ids": [_id(row.id) for row in sending],
+                        "e_status": SmsStatus.SENDING,
+                        "e_at": now,
+                        "e_detail": None,
+                    },
                 )
-            events = [
-                {"sms_id": _id(r.id), "status": SmsStatus.SENDING, "at": now, "detail": None}
-                for r in sending
-            ] + [
-                {
-                    "sms_id": _id(r.id),
-                    "status": SmsStatus.FAILED,
-                    "at": now,
-                    "detail": OPTED_OUT_ERROR,
-                }
-                for r in refused
-            ]
-            if events:
-                session.execute(insert(_EVENTS), events)
-            session.commit()
-            for row in sending:
-                session.expunge(row)
-            return Claim(sending, len(refused))
+            if refused:
+                connection.execute(
+                    _INSERT_CLAIM_EVENTS,
+                    {
+                        "ids": refused,
+                        "e_status": SmsStatus.FAILED,
+                        "e_at": now,
+                        "e_detail": OPTED_OUT_ERROR,
+                    },
+                )
+        return Claim(sending, len(refused))
 
     def record_outcomes(self, outcomes: Sequence[SmsOutcome]) -> list[None]:
         """Record what became of a batch of hand-overs in ONE transaction
@@ -369,42 +375,43 @@ class Store(AbuseQueries):
         # Outcomes of the same shape (usually all "sent") share one
         # executemany: an UPDATE statement per SMS costs more than the send.
         shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        events: list[dict[str, object]] = []
         for outcome in outcomes:
-            values: dict[str, object] = {"status": outcome.status, "updated_at": outcome.now}
+            values: dict[str, object] = {
+                "b_id": outcome.sms_id,
+                "b_status": outcome.status,
+                "b_updated_at": outcome.now,
+            }
             if outcome.carrier_id is not None:
-                values.update(
-                    carrier=outcome.carrier,
-                    carrier_id=outcome.carrier_id,
-                    error=None,
-                    error_code=None,
-                )
+                values["b_carrier"] = outcome.carrier
+                values["b_carrier_id"] = outcome.carrier_id
+                values["b_error"] = None
+                values["b_error_code"] = None
             if outcome.error is not None:
-                values.update(error=outcome.error, error_code=outcome.error_code)
+                values["b_error"] = outcome.error
+                values["b_error_code"] = outcome.error_code
             if outcome.next_attempt_at is not None:
-                values["next_attempt_at"] = outcome.next_attempt_at
+                values["b_next_attempt_at"] = outcome.next_attempt_at
             if outcome.status in SmsStatus.BOUNCING:
-                values["bounce"] = "pending"
+                values["b_bounce"] = "pending"
             shape = tuple(sorted(values))
-            shapes.setdefault(shape, []).append(
-                {"b_id": outcome.sms_id, **{f"b_{k}": v for k, v in values.items()}}
+            shapes.setdefault(shape, []).append(values)
+            events.append(
+                {
+                    "sms_id": outcome.sms_id,
+                    "status": outcome.status,
+                    "at": outcome.now,
+                    "detail": outcome.detail,
+                }
             )
-        with Session(self.engine) as session:
+        if not outcomes:
+            return []
+        # A Connection, not a Session, and statements built once per shape
+        # (see _outcome_update): as in the group commit.
+        with self.engine.begin() as connection:
             for shape, rows in shapes.items():
-                session.execute(
-                    update(_SMS)
-                    .where(_SMS.c.id == bindparam("b_id"))
-                    .values({name: bindparam(f"b_{name}") for name in shape}),
-                    rows,
-                )
-            if outcomes:
-                session.execute(
-                    insert(_EVENTS),
-                    [
-                        {"sms_id": o.sms_id, "status": o.status, "at": o.now, "detail": o.detail}
-                        for o in outcomes
-                    ],
-                )
-            session.commit()
+                connection.execute(_outcome_update(shape), rows)
+            connection.execute(_INSERT_EVENTS, events)
         return [None] * len(outcomes)
 
     # --- reading ----------------------------------------------------------
@@ -728,12 +735,9 @@ class Store(AbuseQueries):
 
     def claim_mail(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundMail]:
         """Take due queued mail under a lease (see :func:`_claim_leased`)."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            claimed = _claim_leased(session, OutboundMail, now, limit, lease_until)
-            session.commit()
-            for row in claimed:
-                session.expunge(row)
-            return claimed
+        with self.engine.begin() as connection:
+            claimed, _ = _claim_leased(connection, _MAIL_LEASE, now, limit, lease_until)
+        return claimed
 
     def record_mail(
         self,
@@ -767,76 +771,192 @@ class Store(AbuseQueries):
             return list(session.scalars(query.limit(limit)))
 
 
+# --- tables -------------------------------------------------------------------
+_EMAILS = InboundEmail.__table__  # type: ignore[attr-defined]
+_SMS = OutboundSms.__table__  # type: ignore[attr-defined]
+_EVENTS = SmsEvent.__table__  # type: ignore[attr-defined]
+_PAIRS = Conversation.__table__  # type: ignore[attr-defined]
+_MAIL = OutboundMail.__table__  # type: ignore[attr-defined]
+_SUPPRESSIONS = Suppression.__table__  # type: ignore[attr-defined]
+
+
 # --- leases -------------------------------------------------------------------
 _Leased = TypeVar("_Leased", OutboundSms, OutboundMail)
 
+_SET_BY_CLAIM = ("status", "next_attempt_at", "updated_at")
+"""Columns the claim's UPDATE sets to values it knows: not read back (a
+datetime read back costs more than the rest of the row)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Lease(Generic[_Leased]):
+    """A lease claim on one queue table, its statements built once:
+    building a statement and computing its cache key cost more CPU per
+    claim than running it (IN lists are expanding parameters)."""
+
+    model: type[_Leased]
+    due: Executable
+    due_skip_locked: Executable
+    take: Executable
+    returned: tuple[str, ...]
+    """The columns ``take`` returns, in order."""
+
+    @classmethod
+    def build(cls, model: type[_Leased], flag: ColumnElement[bool]) -> _Lease[_Leased]:
+        """``flag``: a mark read with each due row (the SMS queue's opt-out
+        check), so that it costs no statement of its own."""
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        queued, sending = SmsStatus.QUEUED, SmsStatus.SENDING
+        due = (
+            select(table.c.id, flag.label("flag"))
+            .where(
+                table.c.status == bindparam("l_status"),
+                table.c.next_attempt_at <= bindparam("l_now"),
+            )
+            .order_by(table.c.next_attempt_at)
+            .limit(bindparam("l_limit", type_=Integer))
+        )
+        returned = [c for c in table.c if c.name not in _SET_BY_CLAIM]
+        take = (
+            update(table)
+            .where(
+                table.c.id.in_(bindparam("l_ids", expanding=True)),
+                # coalesce() keeps SQLite's planner off the (status,
+                # next_attempt_at) index for this guard: it would walk every
+                # due row of the queue instead of looking up the claimed ids.
+                func.coalesce(table.c.status, "").in_((queued, sending)),
+                table.c.next_attempt_at <= bindparam("l_now"),
+            )
+            .values(
+                status=sending,
+                next_attempt_at=bindparam("l_until"),
+                attempts=table.c.attempts + 1,
+                updated_at=bindparam("l_now"),
+            )
+            .returning(*returned)
+        )
+        return cls(
+            model,
+            due,
+            due.with_for_update(skip_locked=True),
+            take,
+            tuple(c.name for c in returned),
+        )
+
 
 def _claim_leased(
-    session: Session, model: type[_Leased], now: datetime, limit: int, lease_until: datetime
-) -> list[_Leased]:
+    connection: Connection,
+    lease: _Lease[_Leased],
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
+) -> tuple[list[_Leased], set[int]]:
     """Claim up to ``limit`` due rows of a queue table (SMS or mail) under a
-    lease, inside the caller's transaction.
+    lease, inside the caller's transaction: the rows as they are after the
+    claim, in id order, and the ids of those the lease's ``flag`` marked.
 
     A row is due when it is ``queued`` and its next attempt has come, or when
     it is ``sending`` but its lease ran out (its worker died).  Each status
     is one range scan of the ``(status, next_attempt_at)`` index, so the cost
     does not grow with the depth of the queue.  The UPDATE is guarded by the
     row's old state (and PostgreSQL skips rows another instance has locked),
-    so two instances never both take a row; only rows that carry this
-    claim's lease are returned.  SMS and mail share the status names.
+    so two instances never both take a row; only the rows this UPDATE took
+    are returned (RETURNING).  SMS and mail share the status names.
+
+    The rows are instances of the lease's model made the way the ORM's
+    loader makes them (a bare instance, the column values put in its
+    ``__dict__``), without a Session to load them into and expunge them
+    from again: they belong to no Session, and are for reading.
     """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    queued, sending = SmsStatus.QUEUED, SmsStatus.SENDING
+    postgres = connection.dialect.name == "postgresql"
+    due = lease.due_skip_locked if postgres else lease.due
     ids: list[int] = []
-    for status in (queued, sending):
+    flagged: set[int] = set()
+    for status in (SmsStatus.QUEUED, SmsStatus.SENDING):
         if len(ids) >= limit:
             break
-        due = (
-            select(col(model.id))
-            .where(col(model.status) == status, col(model.next_attempt_at) <= now)
-            .order_by(col(model.next_attempt_at))
-            .limit(limit - len(ids))
-        )
-        if postgres:
-            due = due.with_for_update(skip_locked=True)
-        ids.extend(_id(i) for i in session.scalars(due))
+        params = {"l_status": status, "l_now": now, "l_limit": limit - len(ids)}
+        for row_id, flag in connection.execute(due, params):
+            ids.append(row_id)
+            if flag:
+                flagged.add(row_id)
     if not ids:
-        return []
-    session.execute(
-        update(model)
-        .where(
-            col(model.id).in_(ids),
-            # coalesce() keeps SQLite's planner off the (status,
-            # next_attempt_at) index for this guard: it would walk every
-            # due row of the queue instead of looking up the claimed ids.
-            func.coalesce(col(model.status), "").in_((queued, sending)),
-            col(model.next_attempt_at) <= now,
-        )
-        .values(
-            status=sending,
-            next_attempt_at=lease_until,
-            attempts=col(model.attempts) + 1,
-            updated_at=now,
-        )
+        return [], set()
+    taken = connection.execute(lease.take, {"l_ids": ids, "l_now": now, "l_until": lease_until})
+    # What the UPDATE set, as the database gives it back (in UTC).
+    known = {
+        "status": SmsStatus.SENDING,
+        "next_attempt_at": lease_until.astimezone(UTC),
+        "updated_at": now.astimezone(UTC),
+    }
+    mapper = sa_inspect(lease.model)
+    if not mapper.configured:
+        configure_mappers()  # as the ORM's first query would
+    new_instance = mapper.class_manager.new_instance
+    rows: list[_Leased] = []
+    # RETURNING gives no order; the callers want the claim in id order.
+    for row in sorted(taken, key=_first):
+        instance = new_instance()
+        values = instance.__dict__
+        values.update(zip(lease.returned, row, strict=True))
+        values.update(known)
+        rows.append(instance)
+    return rows, flagged.intersection(_id(row.id) for row in rows)
+
+
+def _first(row: Row[Any]) -> int:
+    return int(row[0])
+
+
+_SMS_LEASE = _Lease.build(
+    OutboundSms,
+    # An SMS from an email to a phone that has opted out (see claim_due).
+    and_(
+        _SMS.c.email_id.is_not(None),
+        select(_SUPPRESSIONS.c.id).where(_SUPPRESSIONS.c.phone == _SMS.c.to_number).exists(),
+    ),
+)
+_MAIL_LEASE = _Lease.build(OutboundMail, false())
+
+
+# --- dispatching --------------------------------------------------------------
+_REFUSE_OPTED_OUT = (
+    update(_SMS)
+    .where(_SMS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=SmsStatus.FAILED,
+        error=OPTED_OUT_ERROR,
+        error_code=OPTED_OUT_CODE,
+        bounce="pending",
+        updated_at=bindparam("now"),
     )
-    return list(
-        session.scalars(
-            select(model)
-            .where(
-                col(model.id).in_(ids),
-                col(model.status) == sending,
-                col(model.next_attempt_at) == lease_until,
-            )
-            .order_by(col(model.id))
-        )
+)
+_INSERT_CLAIM_EVENTS = insert(_EVENTS).from_select(
+    ["sms_id", "status", "at", "detail"],
+    select(
+        _SMS.c.id,
+        bindparam("e_status", type_=_EVENTS.c.status.type),
+        bindparam("e_at", type_=_EVENTS.c.at.type),
+        bindparam("e_detail", type_=_EVENTS.c.detail.type),
+    )
+    .where(_SMS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_SMS.c.id),
+)
+_INSERT_EVENTS = insert(_EVENTS)
+
+
+@functools.cache
+def _outcome_update(shape: tuple[str, ...]) -> Update:
+    """The UPDATE of outcomes with these ``b_``-prefixed parameters, built
+    once per shape (there are a handful: sent, retry, final, bouncing)."""
+    return (
+        update(_SMS)
+        .where(_SMS.c.id == bindparam("b_id"))
+        .values({name[2:]: bindparam(name) for name in shape if name != "b_id"})
     )
 
 
 # --- group-commit insert ------------------------------------------------------
-_EMAILS = InboundEmail.__table__  # type: ignore[attr-defined]
-_SMS = OutboundSms.__table__  # type: ignore[attr-defined]
-_EVENTS = SmsEvent.__table__  # type: ignore[attr-defined]
-_PAIRS = Conversation.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

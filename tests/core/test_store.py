@@ -15,7 +15,8 @@ from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
 from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
-from mailsms.store.queries import SmsOutcome
+from mailsms.store.models import InboundStatus, OutboundSms, SmsStatus
+from mailsms.store.queries import OPTED_OUT_CODE, OPTED_OUT_ERROR, SmsOutcome
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -155,6 +156,145 @@ def test_a_group_commit_runs_as_many_statements_for_50_emails_as_for_5(tmp_path:
     event.remove(store.engine, "before_cursor_execute", record)
     assert counts[0] == counts[1] <= 6, counts
     assert len(store.list_sms()) == 56
+
+
+def test_a_claim_and_its_record_run_as_many_statements_for_50_sms_as_for_5(
+    tmp_path: Path,
+) -> None:
+    """The dispatcher's two transactions are set-based like the group
+    commit: the claim once ran five statements through the ORM (a separate
+    opt-out look-up, a read-back of the claimed rows, an events INSERT per
+    row kind) and the statements do not grow with the claim's size."""
+    store = new_store(tmp_path)
+    _queue(store, 60)
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        statements.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    counts = []
+    now = NOW + timedelta(seconds=1)
+    for size in (5, 50):
+        statements.clear()
+        claim = store.claim_due(now, size, now + timedelta(minutes=2))
+        claimed = len(statements)
+        statements.clear()
+        store.record_outcomes(
+            [SmsOutcome.sent(_sms_id(r.id), "twilio", f"SM{r.id}", "sent", now) for r in claim.rows]
+        )
+        counts.append((len(claim.rows), claimed, len(statements)))
+    event.remove(store.engine, "before_cursor_execute", record)
+    # Due rows (with the opt-out check), the guarded UPDATE ... RETURNING,
+    # the "sending" events; then the outcomes' UPDATE and their events.
+    assert counts == [(5, 3, 2), (50, 3, 2)], counts
+
+
+def test_a_claim_leases_due_sms_and_refuses_those_to_a_phone_that_opted_out(
+    tmp_path: Path,
+) -> None:
+    """What a claim hands out, and what it records: the rows as stored after
+    the claim, in id order; an SMS from an email to a phone that has opted
+    out since ends failed with a bounce due, while a keyword reply to that
+    phone is still sent; a leased SMS is taken again only when its lease
+    runs out."""
+    store = new_store(tmp_path)
+    stopped, other = "+14155551212", "+14155550199"
+    store.enqueue(
+        [
+            accepted("a@corp.example", "<1@corp.example>", stopped),
+            accepted("a@corp.example", "<2@corp.example>", other),
+        ]
+    )
+    inbound, _ = store.save_inbound(
+        carrier="twilio",
+        carrier_id="SM" + "1" * 32,
+        from_phone=stopped,
+        to_number="+14155550100",
+        text="STOP",
+        media_urls=(),
+        received_at=NOW,
+    )
+    assert store.complete_inbound(
+        inbound,
+        status=InboundStatus.KEYWORD,
+        routed_to=None,
+        reason=None,
+        now=NOW,
+        deadline=NOW + timedelta(days=1),
+        replies=[NewSms(stopped, "You are unsubscribed.", "GSM-7", 1, "+14155550100")],
+        suppress="STOP",
+    )
+    by_phone = {(r.to_number, r.email_id is not None): _sms_id(r.id) for r in store.list_sms()}
+    refused, sent, reply = by_phone[stopped, True], by_phone[other, True], by_phone[stopped, False]
+
+    now, lease = NOW + timedelta(seconds=1), NOW + timedelta(minutes=2)
+    claim = store.claim_due(now, 10, lease)
+    assert claim.opted_out == 1
+    assert [r.id for r in claim.rows] == [sent, reply]
+    stored = {r.id: r for r in store.list_sms()}
+    columns = list(OutboundSms.model_fields)
+    for row in claim.rows:
+        assert (row.status, row.attempts, row.next_attempt_at, row.updated_at) == (
+            SmsStatus.SENDING,
+            1,
+            lease,
+            now,
+        )
+        assert {c: getattr(row, c) for c in columns} == {
+            c: getattr(stored[row.id], c) for c in columns
+        }
+        [queued, sending] = store.sms_events(_sms_id(row.id))
+        assert (queued.status, sending.status, sending.at, sending.detail) == (
+            SmsStatus.QUEUED,
+            SmsStatus.SENDING,
+            now,
+            None,
+        )
+    gone = stored[refused]
+    assert (gone.status, gone.error_code, gone.error, gone.bounce, gone.updated_at) == (
+        SmsStatus.FAILED,
+        OPTED_OUT_CODE,
+        OPTED_OUT_ERROR,
+        "pending",
+        now,
+    )
+    assert [(e.status, e.at, e.detail) for e in store.sms_events(refused)][1:] == [
+        (SmsStatus.FAILED, now, OPTED_OUT_ERROR)
+    ]
+
+    # Leased: not due again until the lease runs out, then taken again.
+    assert store.claim_due(now + timedelta(seconds=30), 10, lease).rows == []
+    later = lease + timedelta(seconds=1)
+    again = store.claim_due(later, 10, later + timedelta(minutes=2))
+    assert [(r.id, r.attempts) for r in again.rows] == [(sent, 2), (reply, 2)]
+    assert again.opted_out == 0
+
+
+def test_a_claim_takes_only_the_rows_no_other_instance_took_meanwhile(tmp_path: Path) -> None:
+    """Another instance leases one of the due SMS between this claim's read
+    of the due rows and its UPDATE: the guarded UPDATE leaves that row
+    alone, and the claim neither returns it nor records an event for it."""
+    store = new_store(tmp_path)
+    _queue(store, 3)
+    first, taken, last = sorted(_sms_id(r.id) for r in store.list_sms())
+    theirs = "2026-11-22 12:30:00.000000"  # the other instance's lease, as SQLite stores it
+
+    def race(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.startswith("UPDATE sms SET status"):
+            cursor.connection.execute(
+                "UPDATE sms SET status = 'sending', attempts = 1, next_attempt_at = ? WHERE id = ?",
+                (theirs, taken),
+            )
+
+    event.listen(store.engine, "before_cursor_execute", race)
+    now = NOW + timedelta(seconds=1)
+    claim = store.claim_due(now, 10, now + timedelta(minutes=2))
+    event.remove(store.engine, "before_cursor_execute", race)
+    assert [r.id for r in claim.rows] == [first, last]
+    assert [e.status for e in store.sms_events(taken)] == [SmsStatus.QUEUED]
+    [row] = [r for r in store.list_sms() if r.id == taken]
+    assert (row.attempts, row.next_attempt_at) == (1, NOW + timedelta(minutes=30))
 
 
 def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path) -> None:
