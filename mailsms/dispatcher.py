@@ -15,7 +15,6 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from mailsms.carriers.base import Carrier, OutboundSms, SendResult
 from mailsms.errors import PermanentFailure, TemporaryFailure
@@ -93,26 +92,31 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while True:
-            claimed = 0
             free = self._concurrency - len(self._inflight)
             # Refill when half the slots are free (or all are): one claim
             # per SMS would cost a database round trip per hand-over.
+            self._wakeup.clear()
             if free >= self._refill or (free > 0 and not self._inflight):
-                self._wakeup.clear()
                 try:
                     claimed = await self._claim(min(free, self._batch))
                 except Exception:
                     log.exception("claiming due SMS failed; retrying after the poll interval")
-            if claimed and self._concurrency - len(self._inflight) >= self._refill:
-                continue  # there may be more due right now
-            wake = asyncio.ensure_future(self._wakeup.wait())
-            waiters: set[asyncio.Future[Any]] = {wake, *self._inflight}
-            try:
-                await asyncio.wait(
-                    waiters, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                wake.cancel()
+                    claimed = 0
+                if claimed and self._concurrency - len(self._inflight) >= self._refill:
+                    continue  # there may be more due right now
+            # Woken by new work (notify), by hand-overs freeing enough slots
+            # (_done), or by the poll interval (retries falling due, other
+            # instances' mail).  A wait on the event alone: waiting on the
+            # set of tasks in flight cost O(concurrency) per hand-over.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wakeup.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        free = self._concurrency - len(self._inflight)
+        if free >= self._refill or not self._inflight:
+            self._wakeup.set()
 
     async def _claim(self, limit: int) -> int:
         now = self._clock()
@@ -124,7 +128,7 @@ class Dispatcher:
         for row in rows:
             task = asyncio.create_task(self._deliver(row))
             self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(self._done)
         return len(rows) + claim.opted_out
 
     async def _deliver(self, row: SmsRow) -> None:
