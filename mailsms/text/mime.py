@@ -22,12 +22,21 @@ from __future__ import annotations
 import codecs
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
+from email.headerregistry import (
+    BaseHeader,
+    ContentDispositionHeader,
+    ContentTransferEncodingHeader,
+    ContentTypeHeader,
+    HeaderRegistry,
+    UniqueUnstructuredHeader,
+)
+from email.message import EmailMessage, Message, MIMEPart
+from email.policy import EmailPolicy, Policy
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final, TypeVar, overload
 
 from mailsms.text.html import html_to_text
 
@@ -55,6 +64,130 @@ _SKIP_TYPES: Final = frozenset(
     {"application/pgp-signature", "application/pkcs7-signature",
      "application/x-pkcs7-signature", "application/pgp-keys"}
 )  # fmt: skip
+
+
+_T = TypeVar("_T")
+_MISSING: Final = object()
+
+# Plain values of the fields read for every part: RFC 2045 tokens, and
+# name=value parameters whose values are tokens or quoted strings without
+# spaces or escapes; no comments, RFC 2231 ("*") or encoded words.
+_MIME_ATOM: Final = r"[A-Za-z0-9!#$&+.^_`{|}~-]+"  # an RFC 2045 token
+_PLAIN_PARAMETER: Final = re.compile(
+    rf'[ \t]*(?P<name>{_MIME_ATOM})=(?:(?P<atom>{_MIME_ATOM})|"(?P<quoted>[!#-\[\]-~]*)")'
+)
+_PLAIN_TYPE: Final = re.compile(rf"{_MIME_ATOM}/{_MIME_ATOM}")
+_PLAIN_DISPOSITION: Final = re.compile(_MIME_ATOM)
+_PLAIN_CTE: Final = re.compile(rf"[ \t]*{_MIME_ATOM}[ \t]*")
+
+
+def _plain_parameterized(text: str, head: re.Pattern[str]) -> str | None:
+    """The registry's text of a plain Content-Type or -Disposition, or None.
+
+    The registry renders the parameters anew (MimeParameters.__str__ in
+    email._header_value_parser): ``head; name="value"; name2="value2"``.
+    """
+    first, semicolon, rest = text.partition(";")
+    if not head.fullmatch(first):
+        return None
+    if not semicolon:
+        return text
+    parameters: dict[str, str] = {}
+    for parameter in rest.split(";"):
+        match = _PLAIN_PARAMETER.fullmatch(parameter)
+        if match is None or match["name"].lower() in parameters:
+            return None  # not plain, or a repeated name (which the registry drops)
+        name, value = match["name"], match["atom"] or match["quoted"]
+        parameters[name.lower()] = f'{name}="{value}"' if value else name
+    return f"{first}; " + "; ".join(parameters.values())
+
+
+# The fields with a shortcut: the class email.policy.default reads each
+# with, and the registry's text of a plain value (None when not plain).
+_PLAIN_FIELDS: Final[Mapping[str, tuple[type, Callable[[str], str | None]]]] = MappingProxyType({
+    "content-type": (ContentTypeHeader, lambda text: _plain_parameterized(text, _PLAIN_TYPE)),
+    "content-disposition": (
+        ContentDispositionHeader, lambda text: _plain_parameterized(text, _PLAIN_DISPOSITION)
+    ),
+    "content-transfer-encoding": (
+        ContentTransferEncodingHeader, lambda text: text if _PLAIN_CTE.fullmatch(text) else None
+    ),
+    "subject": (UniqueUnstructuredHeader, lambda text: text),  # unstructured: any ASCII text
+})  # fmt: skip
+
+
+def _plain_field(policy: Policy, name: str, raw: object) -> str | None:
+    """What ``str(policy.header_fetch_parse(name, raw))`` gives, if that needs no parse.
+
+    The header registry parses a Content-Type in some 90 us (a Subject in
+    10), only for its text to be read back.  For a plain ASCII value (no
+    encoded word; see above for Content-*) that text is known without the
+    parse (tests/text/test_text_mime_fast_paths.py checks it against the
+    registry).  None for anything else, or under a policy that reads fields
+    otherwise than email.policy.default.
+    """
+    plain = _PLAIN_FIELDS.get(name)
+    if plain is None or type(raw) is not str or not raw.isascii() or "=?" in raw:
+        return None
+    kind, render = plain
+    factory = getattr(policy, "header_factory", None)
+    if not (
+        type(policy).header_fetch_parse is EmailPolicy.header_fetch_parse
+        and isinstance(factory, HeaderRegistry)
+        and factory.base_class is BaseHeader
+        and factory.registry.get(name) is kind
+    ):
+        return None
+    # header_fetch_parse drops CR and LF (unfolding) before the parse.
+    return render(raw.replace("\r", "").replace("\n", ""))
+
+
+def _get_field(part: Message, name: str, failobj: object = None) -> Any:
+    """``part.get(name, failobj)`` (Message's own), with the plain-value fast path."""
+    key = name.lower()
+    for field_name, raw in part.raw_items():
+        if field_name.lower() == key:
+            plain = _plain_field(part.policy, key, raw)
+            return plain if plain is not None else part.policy.header_fetch_parse(field_name, raw)
+    return failobj
+
+
+class _FieldsOnce(Message):
+    """One part, read through ``Message``'s own methods, each field parsed once.
+
+    Under email.policy.default every ``get`` parses the field again, and the
+    stdlib's helpers read Content-Type once each for the type, the charset,
+    the parameters and the filename.  They only ever use the value's text
+    (``str(value)``), so memoising ``get`` per part (and reading plain values
+    without a parse, see _plain_field) changes nothing but the cost.  This
+    stand-in shares the part's state (headers, payload, policy, defects)
+    and lives for one extraction.
+    """
+
+    def __init__(self, part: Message) -> None:
+        # No Message.__init__: the state is the part's own, not a copy.
+        self.__dict__.update(vars(part))
+        self._fields_read: dict[str, Any] = {}
+
+    @overload
+    def get(self, name: str, failobj: None = None) -> Any: ...
+    @overload
+    def get(self, name: str, failobj: _T) -> Any | _T: ...
+    def get(self, name: str, failobj: object = None) -> Any:
+        key = name.lower()
+        if key not in self._fields_read:
+            self._fields_read[key] = _get_field(self, key, _MISSING)
+        value = self._fields_read[key]
+        return failobj if value is _MISSING else value
+
+
+# Part classes whose field-reading methods are all Message's own (MIMEPart
+# and EmailMessage only add content-manager and body-finding methods).
+_STDLIB_PARTS: Final = (Message, MIMEPart, EmailMessage)
+
+
+def _read_once(part: Message) -> Message:
+    return _FieldsOnce(part) if type(part) in _STDLIB_PARTS else part
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +292,23 @@ class _Walk:
 
     texts: list[str]
     attachments: list[str]
+    _fields: dict[int, Message] = field(default_factory=dict)
     _types: dict[int, str] = field(default_factory=dict)
     _leaves: dict[int, bool] = field(default_factory=dict)
     _filenames: dict[int, str | None] = field(default_factory=dict)
     _decoded: dict[int, str] = field(default_factory=dict)
 
+    def fields(self, part: Message) -> Message:
+        """The part with its header fields parsed at most once (see _FieldsOnce)."""
+        key = id(part)
+        if key not in self._fields:
+            self._fields[key] = _read_once(part)
+        return self._fields[key]
+
     def ctype(self, part: Message) -> str:
         key = id(part)
         if key not in self._types:
-            self._types[key] = part.get_content_type()
+            self._types[key] = self.fields(part).get_content_type()
         return self._types[key]
 
     def maintype(self, part: Message) -> str:
@@ -176,7 +317,7 @@ class _Walk:
     def filename(self, part: Message) -> str | None:
         key = id(part)
         if key not in self._filenames:
-            self._filenames[key] = _filename(part)
+            self._filenames[key] = _filename(self.fields(part))
         return self._filenames[key]
 
     def is_body_leaf(self, part: Message) -> bool:
@@ -185,7 +326,7 @@ class _Walk:
         if key not in self._leaves:
             self._leaves[key] = (
                 self.ctype(part) in ("text/plain", "text/html")
-                and _disposition(part) != "attachment"
+                and _disposition(self.fields(part)) != "attachment"
                 and not self.filename(part)
             )
         return self._leaves[key]
@@ -193,7 +334,7 @@ class _Walk:
     def text(self, part: Message) -> str:
         key = id(part)
         if key not in self._decoded:
-            self._decoded[key] = _part_text(part, self.ctype(part))
+            self._decoded[key] = _part_text(self.fields(part), self.ctype(part))
         return self._decoded[key]
 
     def attach(self, part: Message) -> None:
@@ -251,7 +392,7 @@ def _walk(part: Message, walk: _Walk, depth: int) -> None:
             if child is not chosen:
                 walk.list_all(child, depth + 1)
     elif ctype == "multipart/related":
-        start = part.get_param("start")
+        start = walk.fields(part).get_param("start")
         root = children[0]
         if isinstance(start, str):
             for child in children:
@@ -273,7 +414,7 @@ def _walk(part: Message, walk: _Walk, depth: int) -> None:
 def header_text(msg: Message, name: str) -> str:
     """A decoded header as one line ('' when absent); never raises."""
     with contextlib.suppress(Exception):  # malformed RFC 2047 word or bad charset
-        value = msg.get(name)
+        value = _get_field(msg, name) if type(msg) in _STDLIB_PARTS else msg.get(name)
         return " ".join(str(value).split()) if value is not None else ""
     for key, raw in msg.raw_items():
         if key.lower() == name.lower():
