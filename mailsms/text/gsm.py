@@ -48,6 +48,11 @@ GSM_BASIC: Final[frozenset[str]] = frozenset(_BASIC_TABLE) - {"\x1b"}
 GSM_EXTENSION: Final[frozenset[str]] = frozenset("\f^{}\\[~]|€")
 
 _GSM_ALL: Final[frozenset[str]] = GSM_BASIC | GSM_EXTENSION
+# ASCII text (most mail) is checked without a regex scan: deleting the
+# alphabet's ASCII characters from its bytes leaves nothing exactly when it
+# is all GSM-7, and only the extension characters among them are wide.
+_GSM_ASCII: Final = bytes(sorted(ord(ch) for ch in _GSM_ALL if ch.isascii()))
+_EXTENSION_ASCII: Final = "".join(sorted(ch for ch in GSM_EXTENSION if ch.isascii()))
 # Characters that force UCS-2; characters that take two units in each encoding.
 _NON_GSM: Final = re.compile("[^" + "".join(map(re.escape, sorted(_GSM_ALL))) + "]")
 _WIDE: Final[Mapping[Encoding, re.Pattern[str]]] = MappingProxyType({
@@ -67,6 +72,8 @@ def is_gsm_char(ch: str) -> bool:
 
 def is_gsm(text: str) -> bool:
     """True when the whole text can be sent in the GSM 7-bit default alphabet."""
+    if text.isascii():
+        return not text.encode("ascii").translate(None, _GSM_ASCII)
     return _NON_GSM.search(text) is None
 
 
@@ -76,6 +83,8 @@ def encoding_of(text: str) -> Encoding:
 
 def non_gsm_chars(text: str) -> tuple[str, ...]:
     """Distinct characters that force UCS-2, in order of first appearance."""
+    if is_gsm(text):  # the common case, without a regex scan
+        return ()
     return tuple(dict.fromkeys(_NON_GSM.findall(text)))
 
 
@@ -134,6 +143,13 @@ class Packer:
         return 1 if self.total <= single else self.parts
 
 
+def _may_be_wide(text: str, encoding: Encoding) -> bool:
+    """False when no character of the text takes two units (without a regex scan)."""
+    if not text.isascii():
+        return True
+    return encoding == "GSM-7" and any(ch in text for ch in _EXTENSION_ASCII)
+
+
 # Everything below works on a text's "layout": its length and the sorted
 # positions of its two-unit characters (extension characters for GSM-7,
 # characters outside the BMP for UCS-2), which are rare.  Units up to a
@@ -154,11 +170,13 @@ class _Layout:
 
     @classmethod
     def of(cls, text: str, encoding: Encoding, size: int | None = None) -> _Layout:
-        size = len(text) if size is None else size
-        wide = [m.start() for m in _WIDE[encoding].finditer(text, 0, size)]
+        head = text if size is None else text[:size]
+        wide: list[int] = []
+        if _may_be_wide(head, encoding):
+            wide = [m.start() for m in _WIDE[encoding].finditer(head)]
         # The k-th wide character at position w ends after w + 1 characters
         # of which k + 1 are wide: w + k + 2 units.
-        return cls(size, wide, [w + k + 2 for k, w in enumerate(wide)])
+        return cls(len(head), wide, [w + k + 2 for k, w in enumerate(wide)])
 
     @property
     def total(self) -> int:
@@ -233,13 +251,27 @@ def longest_fitting_prefix(
     single, multi = capacities(encoding)
     # Every character takes at least one unit: nothing longer can fit.
     size = min(len(text), max(single, max_segments * multi))
-    if encoding == "GSM-7":
+    if encoding == "GSM-7" and not is_gsm(text[:size]):
         stop = _NON_GSM.search(text, 0, size)
-        if stop is not None:
-            size = stop.start()
+        assert stop is not None
+        size = stop.start()
     layout = _Layout.of(text, encoding, size)
-    starts = layout.part_starts(multi, max_segments + 1)
     suffix_costs = [char_cost(ch, encoding) for ch in suffix]
+    if not layout.wide and sum(suffix_costs) == len(suffix) and max_segments >= 1:
+        # Every character, the suffix's too, takes one unit: p + suffix fits
+        # while it has at most one segment's or max_segments full parts'
+        # units (what the bisection below finds, without its ~10 probes).
+        capacity = max(single, max_segments * multi)
+        return min(size, capacity - len(suffix)) if len(suffix) <= capacity else -1
+    return _last_fitting_end(layout, encoding, max_segments, suffix_costs)
+
+
+def _last_fitting_end(
+    layout: _Layout, encoding: Encoding, max_segments: int, suffix_costs: list[int]
+) -> int:
+    """Largest end such that text[:end] + a suffix of these costs fits, or -1."""
+    single, multi = capacities(encoding)
+    starts = layout.part_starts(multi, max_segments + 1)
     suffix_units = sum(suffix_costs)
 
     def fits(end: int) -> bool:
@@ -263,7 +295,7 @@ def longest_fitting_prefix(
     if not fits(0):
         return -1
     # Fitting is monotone in the prefix length: bisect for the last fit.
-    low, high = 0, size
+    low, high = 0, layout.size
     while low < high:
         middle = (low + high + 1) // 2
         if fits(middle):

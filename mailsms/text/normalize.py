@@ -23,13 +23,19 @@ _SPACE_RUN: Final = re.compile(r"[ \t]{2,}")
 
 def normalize_text(text: str) -> str:
     """Normalise line endings, invisible characters and blank lines."""
-    text = _LONE_SURROGATE.sub("\ufffd", text)
+    # ASCII text (most mail) has no surrogates or invisible characters and
+    # is NFC already: it skips those scans.
+    ascii_only = text.isascii()
+    if not ascii_only:
+        text = _LONE_SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _INVISIBLE.sub("", text)
-    text = unicodedata.normalize("NFC", text)
+    if not ascii_only:
+        text = _INVISIBLE.sub("", text)
+        text = unicodedata.normalize("NFC", text)
     lines = [line.rstrip() for line in text.split("\n")]
     text = "\n".join(lines)
-    text = _BLANK_RUN.sub("\n\n", text)
+    if "\n\n\n" in text:  # the regex scan costs more than the rest
+        text = _BLANK_RUN.sub("\n\n", text)
     return text.strip("\n").strip()
 
 

@@ -122,6 +122,22 @@ _VALEDICTION: Final = re.compile(
     r"groet|bedankt|mvg)[,.!]?$",
     _I,
 )
+
+
+# Each line is checked against several anchored expressions; one pass of
+# their union (the same expressions, so it matches exactly when one of
+# them does) lets the many lines that are none of these through in one
+# regex call instead of five.
+def _union(*patterns: re.Pattern[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), _I)
+
+
+_MARKER_LINE: Final = _union(_FORWARD, _ORIGINAL, _RULE, _FROM_LINE, _ATTRIBUTION_OPENER)
+_SIGNATURE_LINE: Final = _union(_SIG_DELIMITER, _MOBILE, _RULE)
+
+# Longest text _VALEDICTION can match ("mit freundlichen gruessen,"): longer
+# lines are not tried against its hundred alternatives.
+_VALEDICTION_MAX_CHARS: Final = 26
 _SIGNATURE_BLOCK_LINES: Final = 6
 _SIGNATURE_LINE_MAX: Final = 80
 _MAX_FORWARD_DEPTH: Final = 3
@@ -218,6 +234,9 @@ def _find_cut(lines: list[str], forward_hint: bool, drop: set[int]) -> _Cut | No
             if following < len(lines) and _FORWARD.match(lines[following]):
                 return _Cut(index, "forward", following)
             return _Cut(index, original_kind, index)
+        if not _MARKER_LINE.match(line):
+            index += 1
+            continue
         if _FORWARD.match(line):
             return _Cut(index, "forward", index)
         if _ORIGINAL.match(line):
@@ -240,10 +259,14 @@ def _find_cut(lines: list[str], forward_hint: bool, drop: set[int]) -> _Cut | No
 
 def _may_have_library_header(text: str) -> bool:
     """False only when the library's header expression cannot match the text."""
-    folded = text.translate(_LIBRARY_FOLD).lower()
+    # The fold only maps non-ASCII characters.
+    folded = (text if text.isascii() else text.translate(_LIBRARY_FOLD)).lower()
     if any(anchor in folded for anchor in _LIBRARY_ANCHORS):
         return True
-    key_lines = _LIBRARY_KEY_LINE.finditer(text)
+    # A "keyword:" match never spans lines, so matching line by line finds
+    # the same lines as scanning the text, and lines without a colon need
+    # no regex call (a multiline scan tries every position of the text).
+    key_lines = (line for line in text.split("\n") if ":" in line and _LIBRARY_KEY_LINE.match(line))
     return next(key_lines, None) is not None and next(key_lines, None) is not None
 
 
@@ -259,7 +282,7 @@ def _library_cut(lines: list[str], drop: set[int]) -> _Cut | None:
     """Second opinion from mail-parser-reply's localised header expressions."""
     # Its expressions backtrack quadratically on long lines; no header line
     # is that long, so blank those out (keeping line numbers).
-    text = "\n".join(line if len(line) <= _LIBRARY_MAX_LINE else "" for line in lines)
+    text = "\n".join([line if len(line) <= _LIBRARY_MAX_LINE else "" for line in lines])
     text = text[:_LIBRARY_MAX_CHARS]
     if not text.strip() or not _may_have_library_header(text):
         return None
@@ -276,12 +299,7 @@ def _library_cut(lines: list[str], drop: set[int]) -> _Cut | None:
 def _cut_signature(lines: list[str]) -> tuple[list[str], bool, bool]:
     """(lines above the signature, a signature was cut, quotes went with it)."""
     for index, line in enumerate(lines):
-        if (
-            line == SIGNATURE_SENTINEL
-            or _SIG_DELIMITER.match(line)
-            or _MOBILE.match(line)
-            or _RULE.match(line)
-        ):
+        if line == SIGNATURE_SENTINEL or _SIGNATURE_LINE.match(line):
             quotes_below = any(_is_quoted(tail) for tail in lines[index + 1 :])
             return lines[:index], True, quotes_below
     return lines, False, False
@@ -294,7 +312,9 @@ def _remove_quoted(lines: list[str]) -> tuple[list[str], bool]:
         if _is_quoted(line):
             removed = True
             continue
-        if _GENERIC_ATTRIBUTION.match(line):
+        # The expression ends in ":$"; testing that first spares its
+        # backtracking over every other line.
+        if line.endswith((":", ":\n")) and _GENERIC_ATTRIBUTION.match(line):
             following = _next_content(lines, index + 1)
             if following < len(lines) and _is_quoted(lines[following]):
                 removed = True
@@ -310,7 +330,8 @@ def _cut_valediction(lines: list[str]) -> tuple[list[str], bool]:
         return lines, False
     for position in range(max(1, len(content) - _SIGNATURE_BLOCK_LINES - 1), len(content)):
         index = content[position]
-        if not _VALEDICTION.match(lines[index].strip()):
+        candidate = lines[index].strip()
+        if len(candidate) > _VALEDICTION_MAX_CHARS or not _VALEDICTION.match(candidate):
             continue
         tail = [lines[i] for i in content[position + 1 :]]
         if all(len(line) <= _SIGNATURE_LINE_MAX for line in tail):

@@ -4,19 +4,24 @@
   two-unit characters and bisects) against an encoder-based reference that
   tries every prefix, and against the per-character ``Packer``;
 * the pre-check in front of mail-parser-reply's header expression never
-  skips a text the expression would match.
+  skips a text the expression would match;
+* the shortcuts of the per-message path (ASCII checks, the closed-form
+  prefix for texts of one-unit characters, the line pre-filters of the
+  quote stripper, the skipped normalisation passes) against the general
+  code they stand in front of.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mailparser_reply import EmailMessage as ReplyMessage
 from mailparser_reply.constants import GENERIC_MAIL_SEPARATOR, MAIL_LANGUAGES
 
-from mailsms.text import gsm, quotes
+from mailsms.text import gsm, normalize, quotes
 from mailsms.text.convert import _ELLIPSIS, _TRIM_END, _word_cut, split_messages, truncate
 from mailsms.text.gsm import GSM_BASIC, GSM_EXTENSION, Encoding
 from tests.text.test_text_gsm import ESC, ref_septets, ref_units
@@ -249,3 +254,142 @@ def test_library_anchor_folding_matches_ignorecase(text: str) -> None:
     reference = re.compile("|".join(map(re.escape, quotes._LIBRARY_ANCHORS)), re.IGNORECASE)
     if reference.search(text):
         assert quotes._may_have_library_header(text)
+
+
+# --- shortcuts of the per-message path ----------------------------------------
+
+# Mostly GSM-7 ASCII with a stray ASCII character (which may be the only
+# character outside the alphabet, or the only wide one).
+ascii_texts = st.builds(
+    lambda text, stray, at: text[:at] + stray + text[at:],
+    st.text(st.sampled_from([chr(c) for c in range(0x80) if chr(c) in GSM_BASIC]), max_size=300),
+    st.characters(max_codepoint=0x7F),
+    st.integers(min_value=0, max_value=300),
+)
+any_texts = st.one_of(texts, ascii_texts, st.text(max_size=200))
+
+
+def test_ascii_shortcuts_agree_on_every_ascii_character() -> None:
+    """The ASCII checks depend on each character alone: try them all."""
+    for code in range(0x80):
+        text = f"ab{chr(code)}c"
+        assert gsm.is_gsm(text) == (gsm._NON_GSM.search(text) is None), code
+        for encoding in ("GSM-7", "UCS-2"):
+            wide = [m.start() for m in gsm._WIDE[encoding].finditer(text)]
+            assert gsm._Layout.of(text, encoding).wide == wide, (code, encoding)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_texts)
+def test_is_gsm_shortcut_matches_the_alphabet(text: str) -> None:
+    expected = all(gsm.is_gsm_char(ch) for ch in text)
+    assert gsm.is_gsm(text) == expected == (gsm._NON_GSM.search(text) is None)
+    assert gsm.non_gsm_chars(text) == tuple(dict.fromkeys(gsm._NON_GSM.findall(text)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_texts, encodings, st.integers(min_value=0, max_value=400))
+def test_layout_shortcut_finds_every_wide_character(
+    text: str, encoding: Encoding, size: int
+) -> None:
+    size = min(size, len(text))
+    for layout, end in ((gsm._Layout.of(text, encoding), len(text)),
+                        (gsm._Layout.of(text, encoding, size), size)):  # fmt: skip
+        assert layout.size == end
+        assert layout.wide == [m.start() for m in gsm._WIDE[encoding].finditer(text, 0, end)]
+
+
+one_unit_texts = st.one_of(
+    st.text(st.sampled_from(sorted(GSM_BASIC)), max_size=1300),
+    st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"]), max_size=400),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    one_unit_texts,
+    encodings,
+    st.integers(min_value=0, max_value=8),
+    st.sampled_from(["", "...", "…", ".", "a" * 70, "a" * 160, "a" * 400]),
+)
+def test_fitting_prefix_shortcut_matches_the_bisection(
+    text: str, encoding: Encoding, limit: int, suffix: str
+) -> None:
+    """Texts and suffixes of one-unit characters take the closed form."""
+    if encoding == "GSM-7" and not gsm.is_gsm(suffix):
+        suffix = "..."
+    single, multi = gsm.capacities(encoding)
+    size = min(len(text), max(single, limit * multi))
+    if encoding == "GSM-7":
+        stop = gsm._NON_GSM.search(text, 0, size)
+        size = stop.start() if stop else size
+    layout = gsm._Layout.of(text, encoding, size)
+    costs = [gsm.char_cost(ch, encoding) for ch in suffix]
+    general = gsm._last_fitting_end(layout, encoding, limit, costs)
+    assert gsm.longest_fitting_prefix(text, encoding, limit, suffix) == general
+
+
+def normalize_reference(text: str) -> str:
+    """normalize_text without its shortcuts for ASCII and for no blank runs."""
+    text = normalize._LONE_SURROGATE.sub("\ufffd", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = normalize._INVISIBLE.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = normalize._BLANK_RUN.sub("\n\n", text)
+    return text.strip("\n").strip()
+
+
+_NORMALIZE_PIECES = st.sampled_from(
+    ["\n", "\r", "\r\n", " ", "\t", "a", "\u200b", "\u00ad", "\ufeff", "e\u0301", "\ud800", "é"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(any_texts, st.lists(_NORMALIZE_PIECES, max_size=40).map("".join)))
+def test_normalize_shortcuts_match_the_full_passes(text: str) -> None:
+    assert normalize.normalize_text(text) == normalize_reference(text)
+
+
+_MARKERS = (quotes._FORWARD, quotes._ORIGINAL, quotes._RULE, quotes._FROM_LINE,
+            quotes._ATTRIBUTION_OPENER)  # fmt: skip
+_SIGNATURES = (quotes._SIG_DELIMITER, quotes._MOBILE, quotes._RULE)
+_QUOTE_LINES = st.one_of(
+    _LINE_PIECES,
+    st.lists(st.one_of(_LINE_PIECES, st.text(max_size=4)), max_size=4).map(" ".join),
+    st.sampled_from([
+        "-- ", "--", "Sent from my iPhone", "Von meinem iPhone gesendet", "Get Outlook for iOS",
+        "_" * 12, "Best regards,", "Mit freundlichen Grüßen", "MIT FREUNDLICHEN GRUESSEN!",
+        "Begin forwarded message:", "---------- Forwarded message ---------", "no dia 1",
+        "Às 10:00, Bob escreveu:", "İl giorno ha scritto:", "Bob wrote:", "Bob wrote:\n",
+    ]),
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_QUOTE_LINES)
+def test_quote_line_prefilters_match_their_expressions(line: str) -> None:
+    assert bool(quotes._MARKER_LINE.match(line)) == any(p.match(line) for p in _MARKERS)
+    assert bool(quotes._SIGNATURE_LINE.match(line)) == any(p.match(line) for p in _SIGNATURES)
+    if quotes._GENERIC_ATTRIBUTION.match(line):
+        assert line.endswith((":", ":\n"))
+    if quotes._VALEDICTION.match(line):
+        assert len(line) <= quotes._VALEDICTION_MAX_CHARS
+
+
+def test_valediction_length_bound_is_the_longest_match() -> None:
+    widest = re._parser.parse(quotes._VALEDICTION.pattern, quotes._VALEDICTION.flags).getwidth()
+    assert widest[1] == quotes._VALEDICTION_MAX_CHARS
+    assert quotes._VALEDICTION.match("Mit freundlichen Gruessen,")
+
+
+@settings(max_examples=500, deadline=None)
+@given(_LINES)
+def test_library_key_lines_found_line_by_line(lines: list[str]) -> None:
+    """The per-line "keyword:" check counts what a multiline scan finds."""
+    text = "\n".join(lines)
+    scan = re.compile(quotes._LIBRARY_KEY_LINE.pattern, re.MULTILINE)
+    folded = text.translate(quotes._LIBRARY_FOLD).lower()
+    anchored = any(anchor in folded for anchor in quotes._LIBRARY_ANCHORS)
+    expected = anchored or len(list(scan.finditer(text))) >= 2
+    assert quotes._may_have_library_header(text) == expected
