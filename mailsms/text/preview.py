@@ -7,18 +7,15 @@ costs before pointing a mailbox at the gateway.
 
 from __future__ import annotations
 
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
-
 from mailsms.text.convert import email_to_sms
 from mailsms.text.mime import header_text
 from mailsms.text.model import MessageTooLong, TextError, TextOptions
+from mailsms.text.parsing import parse_message
 
 
 def preview(raw: bytes, options: TextOptions) -> dict[str, object]:
     """Report of what email_to_sms would send for these raw message bytes."""
-    msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(raw)
+    msg = parse_message(raw)  # as the SMTP handler parses it
     report: dict[str, object] = {"subject": header_text(msg, "subject")}
     try:
         conversion = email_to_sms(msg, options)
