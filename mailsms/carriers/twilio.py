@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -128,11 +128,15 @@ class TwilioCarrier:
         if not auth_token:
             raise ValueError("Twilio auth_token must not be empty")
         self._account_sid = account_sid
-        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        # The Basic credentials as a ready header (RFC 7617), built once:
+        # httpx's auth flow rebuilds it through a generator per request.
+        basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
+        self._authorization = f"Basic {basic}"
         # Kept only to scrub it from any text we build out of a response.
         self._auth_token = auth_token
         self._client = client
-        self._messages_url = (
+        # Parsed once (httpx parses a URL string on every request).
+        self._messages_url = httpx.URL(
             f"{api_url.rstrip('/')}/{API_VERSION}/Accounts/"
             f"{quote(account_sid, safe='')}/Messages.json"
         )
@@ -151,11 +155,17 @@ class TwilioCarrier:
         form = {"To": sms.to, "From": sms.from_, "Body": sms.text}
         if sms.status_callback:
             form["StatusCallback"] = sms.status_callback
-        headers = {IDEMPOTENCY_HEADER: sms.sms_id, "Accept": "application/json"}
+        headers = {
+            IDEMPOTENCY_HEADER: sms.sms_id,
+            "Accept": "application/json",
+            "Authorization": self._authorization,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
 
         try:
+            # The form encoded here as httpx's data= would (urlencode, UTF-8).
             response = await self._client.post(
-                self._messages_url, data=form, headers=headers, auth=self._auth
+                self._messages_url, content=urlencode(form).encode("ascii"), headers=headers
             )
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"Twilio did not answer in time ({type(exc).__name__})") from exc
