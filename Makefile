@@ -49,7 +49,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # `make bench`: mailsms against the bare aiosmtpd ceiling (tests/bench),
-# ~8 minutes on 2 cores; `make bench BENCH_ARGS=--quick` for ~4.  Installs
+# ~4 minutes on 2 cores; `make bench BENCH_ARGS=--quick` for ~2.  Installs
 # Postfix's smtp-source when missing (root + apt); Postfix is left
 # unconfigured ("No configuration") and not running, so nothing takes port 25.
 .PHONY: bench
