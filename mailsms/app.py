@@ -404,6 +404,7 @@ class Gateway:
             tls_context=tls_context,
             require_starttls=require_starttls,
             implicit_tls=implicit_tls,
+            backlog=LISTEN_BACKLOG,
         )
 
         async def close() -> None:

@@ -247,11 +247,14 @@ async def start_smtp(
     tls_context: ssl.SSLContext | None = None,
     require_starttls: bool = False,
     implicit_tls: bool = False,
+    backlog: int = 100,
 ) -> asyncio.Server:
     """Serve SMTP on the bound listening socket ``sock``; returns the server.
 
     ``implicit_tls``: the whole connection is TLS (``tls_context`` required);
-    otherwise ``tls_context`` enables STARTTLS.
+    otherwise ``tls_context`` enables STARTTLS.  ``backlog``: the kernel's
+    queue of pending connections; asyncio calls ``listen`` again with it
+    when it starts serving, whatever the socket was bound with.
     """
     loop = asyncio.get_running_loop()
     if implicit_tls and tls_context is None:
@@ -277,4 +280,4 @@ async def start_smtp(
         )
 
     ssl_context = tls_context if implicit_tls else None
-    return await loop.create_server(factory, sock=sock, ssl=ssl_context)
+    return await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=backlog)

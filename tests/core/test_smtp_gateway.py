@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -589,3 +591,35 @@ async def test_an_expired_allow_list_snapshot_is_loaded_once_for_all_sessions() 
         assert len({id(s) for s in snapshots}) == 1
         await asyncio.sleep(0.06)  # let it expire
     assert CountingRunner.loads == 3
+
+
+async def test_a_burst_of_connections_waits_in_the_listen_queue(settings: Settings) -> None:
+    """300 clients connecting while the gateway is busy are queued by the
+    kernel (backlog 1024), not dropped (asyncio would listen with 100)."""
+    prepare_store(settings)
+    gw = Gateway(settings)
+    await gw.start()
+    port = gw.smtp_port
+
+    def burst() -> list[socket.socket]:
+        opened: list[socket.socket] = []
+        try:
+            for _ in range(300):
+                # A full queue drops the SYN: the retry comes after 1 s.
+                opened.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+        except OSError:
+            for sock in opened:
+                sock.close()
+            raise
+        return opened
+
+    try:
+        loop = asyncio.get_running_loop()
+        connecting = loop.run_in_executor(None, burst)
+        time.sleep(2.0)
+        opened = await connecting
+        assert len(opened) == 300
+        for sock in opened:
+            sock.close()
+    finally:
+        await gw.stop()
