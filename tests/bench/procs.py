@@ -179,9 +179,15 @@ def mailsms_env(database_url: str, **settings: object) -> dict[str, str]:
     return env
 
 
+# -P (Python 3.11+): the working directory does not go first on sys.path,
+# so PYTHONPATH (set by --mailsms-src) decides which mailsms runs; without
+# it the installed (editable) package is this tree.
+MAILSMS_COMMAND = (PYTHON, "-P", "-m", "mailsms")
+
+
 def mailsms_cli(env: dict[str, str], *args: str) -> None:
     subprocess.run(
-        [PYTHON, "-m", "mailsms", *args],
+        [*MAILSMS_COMMAND, *args],
         cwd=ROOT,
         env=env,
         check=True,
@@ -202,7 +208,7 @@ class GatewayProcess(Managed):
         }
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "mailsms", "serve"],
+            [*MAILSMS_COMMAND, "serve"],
             cwd=ROOT,
             env=env,
             stdout=self._log,
