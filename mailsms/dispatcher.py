@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from mailsms.carriers.base import Carrier, OutboundSms, SendResult
 from mailsms.errors import PermanentFailure, TemporaryFailure
 from mailsms.retry import RetryPolicy, next_attempt
+from mailsms.store.db import write_turn
 from mailsms.store.models import OutboundSms as SmsRow
 from mailsms.store.models import SmsStatus
 from mailsms.store.queries import SmsOutcome
@@ -64,7 +65,10 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         # Outcomes of concurrent hand-overs share one transaction.
         self._recorder: Batcher[SmsOutcome, None] = Batcher(
-            runner, runner.store.record_outcomes, name="dispatch-record"
+            runner,
+            runner.store.record_outcomes,
+            name="dispatch-record",
+            turn=lambda: write_turn(runner.store.engine),
         )
         self.on_final: Callable[[], None] | None = None
         """Called after an SMS ended failed or expired (a bounce is due)."""

@@ -14,12 +14,14 @@ nobody.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, ParamSpec, TypeVar
 
+from mailsms.store.db import write_turn
 from mailsms.store.queries import AcceptedEmail, EnqueueOutcome, Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ class Batcher(Generic[T, R]):
     ``fn`` receives a list of items and returns one result per item, in
     order, doing its work in ONE transaction (group commit): under load many
     callers share one durable commit; alone, a caller waits for nobody.
+
+    The batch is collected in the database thread once ``turn`` is held
+    (the SQLite write gate, see :func:`mailsms.store.db.write_turn`): while
+    another worker process writes, this one's items keep joining the batch
+    they will share a commit with, instead of waiting for the next one.
     """
 
     def __init__(
@@ -63,13 +70,19 @@ class Batcher(Generic[T, R]):
         name: str,
         max_batch: int = 512,
         on_commit: Callable[[], None] | None = None,
+        turn: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self._runner = runner
         self._fn = fn
         self._name = name
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._turn = turn
+        # Appended by the event loop, taken by the database thread (deque
+        # appends and pops are atomic); the futures are only ever resolved
+        # on the event loop.
+        self._pending: collections.deque[tuple[T, asyncio.Future[R]]] = collections.deque()
+        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -82,8 +95,8 @@ class Batcher(Generic[T, R]):
                 await self._task
             self._task = None
         # Anyone still waiting gets an error (a 451), never a silent success.
-        while not self._queue.empty():
-            _, future = self._queue.get_nowait()
+        while self._pending:
+            _, future = self._pending.popleft()
             if not future.done():
                 future.set_exception(RuntimeError("gateway is shutting down"))
 
@@ -92,32 +105,53 @@ class Batcher(Generic[T, R]):
         if self._task is None or self._task.done():
             raise RuntimeError(f"{self._name} is not running")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        self._pending.append((item, future))
+        self._wakeup.set()
         return await future
+
+    def _take_turn(self) -> tuple[list[tuple[T, asyncio.Future[R]]], Sequence[R] | Exception]:
+        """In the database thread: hold the turn, then take what is waiting."""
+        with self._turn():
+            taken: list[tuple[T, asyncio.Future[R]]] = []
+            while self._pending and len(taken) < self._max_batch:
+                taken.append(self._pending.popleft())
+            if not taken:
+                return taken, []
+            try:
+                return taken, self._fn([item for item, _ in taken])
+            except Exception as exc:
+                return taken, exc
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._pending:
+                await self._wakeup.wait()
+            self._wakeup.clear()
+            call = asyncio.ensure_future(self._runner.call(self._take_turn))
             try:
-                results = await self._runner.call(self._fn, [item for item, _ in batch])
+                batch, outcome = await asyncio.shield(call)
             except asyncio.CancelledError:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(RuntimeError("gateway is shutting down"))
+                # Stopping: the turn in progress still ends (it may commit);
+                # its callers are told it did not, so they retry (a retried
+                # Message-ID is recognised, never sent twice).
+                with contextlib.suppress(Exception):
+                    batch, _ = await call
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(RuntimeError("gateway is shutting down"))
                 raise
-            except Exception as exc:
-                log.exception("%s: commit of %d items failed", self._name, len(batch))
+            if isinstance(outcome, Exception):
+                log.error(
+                    "%s: commit of %d items failed", self._name, len(batch), exc_info=outcome
+                )
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(outcome)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future), result in zip(batch, outcome, strict=True):
                 if not future.done():
                     future.set_result(result)
-            if self._on_commit is not None:
+            if batch and self._on_commit is not None:
                 self._on_commit()
 
 
@@ -131,4 +165,10 @@ def group_committer(
     def enqueue(items: list[AcceptedEmail]) -> list[EnqueueOutcome]:
         return runner.store.enqueue(items)  # looked up per batch, not bound once
 
-    return Batcher(runner, enqueue, name="group-commit", on_commit=on_commit)
+    return Batcher(
+        runner,
+        enqueue,
+        name="group-commit",
+        on_commit=on_commit,
+        turn=lambda: write_turn(runner.store.engine),
+    )

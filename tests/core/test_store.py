@@ -3,6 +3,7 @@ one batch, and migrations that match the models."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,10 @@ from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
 from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
+from mailsms.store.db import write_turn
 from mailsms.store.models import InboundStatus, OutboundSms, SmsStatus
-from mailsms.store.queries import OPTED_OUT_CODE, OPTED_OUT_ERROR, SmsOutcome
+from mailsms.store.queries import OPTED_OUT_CODE, OPTED_OUT_ERROR, EnqueueOutcome, SmsOutcome
+from mailsms.store.runner import DbRunner, group_committer
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -438,3 +441,61 @@ def test_a_group_commit_does_not_grow_with_the_mail_already_stored(tmp_path: Pat
 def _sms_id(value: int | None) -> int:
     assert value is not None
     return value
+
+
+async def test_emails_arriving_while_another_process_writes_join_one_commit(
+    tmp_path: Path,
+) -> None:
+    """The group commit collects its batch once it holds the write turn:
+    what arrives while another worker process writes shares the next
+    commit instead of queueing one commit each behind it."""
+    store = new_store(tmp_path)
+    batches: list[int] = []
+    enqueue = store.enqueue
+
+    def counting(items: list[AcceptedEmail]) -> list[EnqueueOutcome]:
+        batches.append(len(items))
+        return enqueue(items)
+
+    store.enqueue = counting  # type: ignore[method-assign]
+    runner = DbRunner(store)
+    committer = group_committer(runner)
+    committer.start()
+    other = make_engine(f"sqlite:///{tmp_path / 's.db'}")  # another worker's engine
+    holding, done = threading.Event(), threading.Event()
+
+    def other_worker_writes() -> None:
+        with write_turn(other):
+            holding.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=other_worker_writes)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        submitted = [
+            asyncio.create_task(
+                committer.submit(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)  # the first is waiting for the turn
+        submitted += [
+            asyncio.create_task(
+                committer.submit(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
+            )
+            for i in range(3, 6)
+        ]
+        await asyncio.sleep(0.05)
+        assert batches == []  # no batch was formed while the other held the turn
+        done.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*submitted), 10)
+    finally:
+        done.set()
+        writer.join(10)
+        await committer.stop()
+        runner.close()
+        other.dispose()
+    assert batches == [6]
+    assert len({o.email_id for o in outcomes}) == 6
+    assert len(store.list_emails(limit=10)) == 6
