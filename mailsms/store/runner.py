@@ -110,17 +110,24 @@ class Batcher(Generic[T, R]):
         return await future
 
     def _take_turn(self) -> tuple[list[tuple[T, asyncio.Future[R]]], Sequence[R] | Exception]:
-        """In the database thread: hold the turn, then take what is waiting."""
-        with self._turn():
-            taken: list[tuple[T, asyncio.Future[R]]] = []
-            while self._pending and len(taken) < self._max_batch:
-                taken.append(self._pending.popleft())
+        """In the database thread: hold the turn, then take what is waiting
+        and run ``fn`` on it; what was taken, and the results or the error."""
+        taken: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            with self._turn():
+                self._take(taken)
+                return taken, self._fn([item for item, _ in taken]) if taken else []
+        except Exception as exc:
             if not taken:
-                return taken, []
-            try:
-                return taken, self._fn([item for item, _ in taken])
-            except Exception as exc:
-                return taken, exc
+                # The turn itself failed (the lock file): the callers waiting
+                # now get the error (a 451) rather than waiting for a turn
+                # that may not come.
+                self._take(taken)
+            return taken, exc
+
+    def _take(self, into: list[tuple[T, asyncio.Future[R]]]) -> None:
+        while self._pending and len(into) < self._max_batch:
+            into.append(self._pending.popleft())
 
     async def _run(self) -> None:
         while True:
@@ -131,28 +138,35 @@ class Batcher(Generic[T, R]):
             try:
                 batch, outcome = await asyncio.shield(call)
             except asyncio.CancelledError:
-                # Stopping: the turn in progress still ends (it may commit);
-                # its callers are told it did not, so they retry (a retried
-                # Message-ID is recognised, never sent twice).
+                # Stopping: the turn in progress runs to its end in the
+                # database thread; its callers get its real outcome.
                 with contextlib.suppress(Exception):
-                    batch, _ = await call
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(RuntimeError("gateway is shutting down"))
+                    self._settle(*await call)
                 raise
-            if isinstance(outcome, Exception):
-                log.error(
-                    "%s: commit of %d items failed", self._name, len(batch), exc_info=outcome
-                )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(outcome)
+            except Exception as exc:
+                # The database thread itself is gone (shutting down): what
+                # waits gets the error instead of waiting forever.
+                waiting: list[tuple[T, asyncio.Future[R]]] = []
+                self._take(waiting)
+                self._settle(waiting, exc)
                 continue
-            for (_, future), result in zip(batch, outcome, strict=True):
+            self._settle(batch, outcome)
+
+    def _settle(
+        self, batch: list[tuple[T, asyncio.Future[R]]], outcome: Sequence[R] | Exception
+    ) -> None:
+        """Hand each caller of a turn its result, or the turn's error."""
+        if isinstance(outcome, Exception):
+            log.error("%s: commit of %d items failed", self._name, len(batch), exc_info=outcome)
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(result)
-            if batch and self._on_commit is not None:
-                self._on_commit()
+                    future.set_exception(outcome)
+            return
+        for (_, future), result in zip(batch, outcome, strict=True):
+            if not future.done():
+                future.set_result(result)
+        if batch and self._on_commit is not None:
+            self._on_commit()
 
 
 GroupCommitter = Batcher[AcceptedEmail, EnqueueOutcome]

@@ -4,12 +4,15 @@ one batch, and migrations that match the models."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event, text
@@ -19,7 +22,7 @@ from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
 from mailsms.store.db import write_turn
 from mailsms.store.models import InboundStatus, OutboundSms, SmsStatus
 from mailsms.store.queries import OPTED_OUT_CODE, OPTED_OUT_ERROR, EnqueueOutcome, SmsOutcome
-from mailsms.store.runner import DbRunner, group_committer
+from mailsms.store.runner import Batcher, DbRunner, group_committer
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -499,3 +502,34 @@ async def test_emails_arriving_while_another_process_writes_join_one_commit(
     assert batches == [6]
     assert len({o.email_id for o in outcomes}) == 6
     assert len(store.list_emails(limit=10)) == 6
+
+
+async def test_a_failed_write_turn_answers_its_callers_and_the_committer_goes_on(
+    tmp_path: Path,
+) -> None:
+    """If taking the turn fails (the lock file), the emails waiting get the
+    error (the SMTP client sees a 451 and retries) and later ones commit."""
+    store = new_store(tmp_path)
+    runner = DbRunner(store)
+    failures = [OSError("lock file gone")]
+
+    @contextlib.contextmanager
+    def turn() -> Iterator[None]:
+        if failures:
+            raise failures.pop()
+        yield
+
+    committer: Batcher[AcceptedEmail, EnqueueOutcome] = Batcher(
+        runner, store.enqueue, name="group-commit", turn=turn
+    )
+    committer.start()
+    try:
+        first = accepted("a@corp.example", "<1@corp.example>", "+14155551212")
+        with pytest.raises(OSError, match="lock file gone"):
+            await asyncio.wait_for(committer.submit(first), 10)
+        outcome = await asyncio.wait_for(committer.submit(first), 10)
+        assert not outcome.duplicate
+    finally:
+        await committer.stop()
+        runner.close()
+    assert len(store.list_emails(limit=10)) == 1
