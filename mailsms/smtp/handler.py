@@ -78,6 +78,7 @@ from mailsms.store.models import EmailDisposition
 from mailsms.store.queries import AcceptedEmail, NewSms, Store
 from mailsms.store.runner import DbRunner, GroupCommitter
 from mailsms.text import EmptyMessage, MessageTooLong, TextError, TextOptions, email_to_sms
+from mailsms.text.mime import field_value
 from mailsms.text.parsing import parse_message
 from mailsms.trust import (
     ResolverConfig,
@@ -599,17 +600,13 @@ def _header_block(raw: bytes) -> str:
 
 
 def _header_text(msg: EmailMessage, name: str) -> str | None:
-    """The first ``name`` field as text: decoded (RFC 2047) and unfolded."""
-    raw = _first_raw(msg, name)
-    if raw is None:
+    """The first ``name`` field as text: decoded (RFC 2047) and unfolded.
+    Read like the text engine reads it (a plain ASCII Subject without the
+    header registry's parse, see mailsms.text.mime.field_value)."""
+    value = field_value(msg, name)
+    if value is None:
         return None
-    if raw.isascii() and "=?" not in raw:
-        # No encoded word and no 8-bit bytes: the header registry's decoded
-        # value is this very text, and its parse costs more than the rest
-        # of the message (tests/security/test_header_fast_paths.py).
-        return " ".join(raw.split()) or None
-    text = " ".join(str(msg.get(name)).split())
-    return text or None
+    return " ".join(str(value).split()) or None
 
 
 def _raw_header(msg: EmailMessage, name: str) -> str | None:

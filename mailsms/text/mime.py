@@ -142,7 +142,7 @@ def _plain_field(policy: Policy, name: str, raw: object) -> str | None:
     return render(raw.replace("\r", "").replace("\n", ""))
 
 
-def _get_field(part: Message, name: str, failobj: object = None) -> Any:
+def field_value(part: Message, name: str, failobj: object = None) -> Any:
     """``part.get(name, failobj)`` (Message's own), with the plain-value fast path."""
     key = name.lower()
     for field_name, raw in part.raw_items():
@@ -176,7 +176,7 @@ class _FieldsOnce(Message):
     def get(self, name: str, failobj: object = None) -> Any:
         key = name.lower()
         if key not in self._fields_read:
-            self._fields_read[key] = _get_field(self, key, _MISSING)
+            self._fields_read[key] = field_value(self, key, _MISSING)
         value = self._fields_read[key]
         return failobj if value is _MISSING else value
 
@@ -414,7 +414,7 @@ def _walk(part: Message, walk: _Walk, depth: int) -> None:
 def header_text(msg: Message, name: str) -> str:
     """A decoded header as one line ('' when absent); never raises."""
     with contextlib.suppress(Exception):  # malformed RFC 2047 word or bad charset
-        value = _get_field(msg, name) if type(msg) in _STDLIB_PARTS else msg.get(name)
+        value = field_value(msg, name) if type(msg) in _STDLIB_PARTS else msg.get(name)
         return " ".join(str(value).split()) if value is not None else ""
     for key, raw in msg.raw_items():
         if key.lower() == name.lower():

@@ -3,8 +3,9 @@
 - From (mailsms.policy.plain_from_address): wherever the fast path answers,
   the answer must be the one the full RFC 5322 parse gives
   (CVE-2023-27043 class: the address checked is the address replies go to).
-- Subject (the SMTP handler's ``_header_text``): raw ASCII text without
-  encoded words reads the same as the registry's decoded value.
+- Subject (the SMTP handler's ``_header_text``, through
+  mailsms.text.mime.field_value): raw ASCII text without encoded words
+  reads the same as the registry's decoded value.
 - The parse policy (mailsms.text.parsing) reads headers like policy.default.
 """
 
