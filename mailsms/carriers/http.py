@@ -18,7 +18,8 @@ onto httpx's family itself: every transport failure an adapter sees is an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import httpx
@@ -41,6 +42,19 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 )
 
 
+@contextlib.contextmanager
+def _translated(request: httpx.Request) -> Iterator[None]:
+    """Raise aiohttp's failures inside the block as httpx's (see _ERRORS);
+    anything else passes through unchanged."""
+    try:
+        yield
+    except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
+        translated = _translate(exc, request)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
 def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError | None:
     """The httpx exception for an aiohttp failure (also when the library
     already wrapped it: the original is its ``__cause__``), else None."""
@@ -61,14 +75,9 @@ class _TranslatedStream(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
+        with _translated(self._request):
             async for chunk in self._inner:
                 yield chunk
-        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
-            translated = _translate(exc, self._request)
-            if translated is None:
-                raise
-            raise translated from exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -78,13 +87,8 @@ class CarrierTransport(AiohttpTransport):
     """``httpx-aiohttp``'s transport with exact httpx exceptions."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
+        with _translated(request):
             response = await super().handle_async_request(request)
-        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
-            translated = _translate(exc, request)
-            if translated is None:
-                raise
-            raise translated from exc
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _TranslatedStream(response.stream, request)
         return response
