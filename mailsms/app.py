@@ -153,8 +153,8 @@ def bind_worker_listeners(settings: Settings, count: int) -> list[Listeners]:
 class Gateway:
     """A running gateway: SMTP listener, dispatcher and HTTP server.
 
-    ``listeners``: sockets bound by the caller (shared by worker processes);
-    None binds them here from the settings.
+    ``listeners``: sockets bound by the caller (``serve --workers`` binds
+    one set per worker); None binds them here from the settings.
     """
 
     def __init__(self, settings: Settings, listeners: Listeners | None = None) -> None:
