@@ -32,7 +32,7 @@ from mailsms.prefork import supervise
 from mailsms.retry import RetryPolicy
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
 from mailsms.smtp.server import make_tls_context, start_smtp
-from mailsms.store import DbRunner, Store, group_committer, make_engine, migrate
+from mailsms.store import DbRunner, GroupCommit, Store, make_engine, migrate
 from mailsms.text import TextOptions
 from mailsms.web.app import create_app
 from mailsms.web.webhooks import WebhookContext
@@ -210,8 +210,9 @@ class Gateway:
         self._stack.push_async_callback(client.aclose)
         carrier = build_carrier(settings, client)
 
+        committer = GroupCommit(runner)
         dispatcher = Dispatcher(
-            runner,
+            committer,
             carrier,
             batch=settings.dispatch_batch,
             concurrency=settings.dispatch_concurrency,
@@ -226,9 +227,8 @@ class Gateway:
             ),
         )
         self.dispatcher = dispatcher
-        committer = group_committer(
-            runner, on_commit=dispatcher.notify if settings.dispatcher_enabled else None
-        )
+        if settings.dispatcher_enabled:
+            committer.on_enqueued = dispatcher.notify
         committer.start()
         self._stack.push_async_callback(committer.stop)
         if settings.dispatcher_enabled:

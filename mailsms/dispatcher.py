@@ -5,6 +5,8 @@ and records the outcome: the carrier's id on success, a scheduled retry on
 a temporary failure (until the deadline, then ``expired``), ``failed`` on a
 permanent one.  All retry state lives in the database, so a restart, or
 another instance sharing the database, carries on where this one stopped.
+Claims and outcomes join the process's group commit with the accepted
+emails (:class:`mailsms.store.runner.GroupCommit`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from datetime import UTC, datetime, timedelta
 from mailsms.carriers.base import Carrier, OutboundSms, SendResult
 from mailsms.errors import PermanentFailure, TemporaryFailure
 from mailsms.retry import RetryPolicy, next_attempt
-from mailsms.store.db import write_turn
 from mailsms.store.models import OutboundSms as SmsRow
 from mailsms.store.models import SmsStatus
-from mailsms.store.queries import SmsOutcome
-from mailsms.store.runner import Batcher, DbRunner
+from mailsms.store.queries import ClaimRequest, SmsOutcome
+from mailsms.store.runner import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def utcnow() -> datetime:
 class Dispatcher:
     def __init__(
         self,
-        runner: DbRunner,
+        writes: GroupCommit,
         carrier: Carrier,
         *,
         batch: int,
@@ -48,7 +49,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
-        self._runner = runner
+        self._writes = writes
         self._carrier = carrier
         self._batch = batch
         self._concurrency = concurrency
@@ -63,13 +64,6 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        # Outcomes of concurrent hand-overs share one transaction.
-        self._recorder: Batcher[SmsOutcome, None] = Batcher(
-            runner,
-            runner.store.record_outcomes,
-            name="dispatch-record",
-            turn=lambda: write_turn(runner.store.engine),
-        )
         self.on_final: Callable[[], None] | None = None
         """Called after an SMS ended failed or expired (a bounce is due)."""
 
@@ -78,13 +72,12 @@ class Dispatcher:
         self._wakeup.set()
 
     def start(self) -> None:
-        self._recorder.start()
         self._task = asyncio.create_task(self._run(), name="mailsms-dispatcher")
 
     async def stop(self) -> None:
         """Stop claiming; let hand-overs in flight finish so their outcome is
         recorded (an unrecorded hand-over would be sent again after the
-        lease)."""
+        lease).  The group commit is stopped after this, by its owner."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,7 +85,6 @@ class Dispatcher:
             self._task = None
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self._send_timeout + 5)
-        await self._recorder.stop()
 
     async def _run(self) -> None:
         while True:
@@ -123,8 +115,9 @@ class Dispatcher:
             self._wakeup.set()
 
     async def _claim(self, limit: int) -> int:
-        now = self._clock()
-        claim = await self._runner.call(self._runner.store.claim_due, now, limit, now + self._lease)
+        # The time is read when the claim runs, in the database thread: a
+        # claim sharing a commit with new emails must find their SMS due.
+        claim = await self._writes.claim(ClaimRequest(limit, self._lease, self._clock))
         if claim.opted_out:
             log.info("%d SMS not sent: the phone opted out after the email came", claim.opted_out)
             self._final()
@@ -236,7 +229,7 @@ class Dispatcher:
 
     async def _record(self, outcome: SmsOutcome) -> None:
         try:
-            await self._recorder.submit(outcome)
+            await self._writes.record(outcome)
         except Exception:
             # The row keeps its lease; when it runs out the SMS is claimed
             # again, and the carrier's idempotency key prevents a double send.

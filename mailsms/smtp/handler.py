@@ -76,7 +76,7 @@ from mailsms.proof import (
 from mailsms.smtp import codes
 from mailsms.store.models import EmailDisposition
 from mailsms.store.queries import AcceptedEmail, NewSms, Store
-from mailsms.store.runner import DbRunner, GroupCommitter
+from mailsms.store.runner import DbRunner, GroupCommit
 from mailsms.text import EmptyMessage, MessageTooLong, TextError, TextOptions, email_to_sms
 from mailsms.text.mime import field_value
 from mailsms.text.parsing import parse_message
@@ -171,7 +171,7 @@ class GatewayHandler:
         self,
         config: HandlerConfig,
         runner: DbRunner,
-        committer: GroupCommitter,
+        committer: GroupCommit,
         clock: Callable[[], datetime],
     ) -> None:
         self.config = config
@@ -533,7 +533,7 @@ class GatewayHandler:
 
     async def _commit(self, item: AcceptedEmail, what: str) -> str:
         try:
-            outcome = await self._committer.submit(item)
+            outcome = await self._committer.enqueue(item)
         except Exception:
             log.exception("could not commit message %s", item.message_id)
             return codes.LOCAL_ERROR.reply("Temporary local problem, please try again later")

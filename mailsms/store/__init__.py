@@ -6,18 +6,17 @@ models.  SQLite by default, PostgreSQL by URL.
 
 from mailsms.store.db import make_engine, migrate
 from mailsms.store.queries import AcceptedEmail, EnqueueOutcome, NewSms, Store, StoreError
-from mailsms.store.runner import Batcher, DbRunner, GroupCommitter, group_committer
+from mailsms.store.runner import Batcher, DbRunner, GroupCommit
 
 __all__ = [
     "AcceptedEmail",
     "Batcher",
     "DbRunner",
     "EnqueueOutcome",
-    "GroupCommitter",
+    "GroupCommit",
     "NewSms",
     "Store",
     "StoreError",
-    "group_committer",
     "make_engine",
     "migrate",
 ]

@@ -8,11 +8,13 @@ from its caller, so tests and the dispatcher agree on one clock.
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
@@ -65,6 +67,9 @@ _TRANSIENT_RETRIES = 2
 class StoreError(Exception):
     """A request the store refuses (duplicate, unknown entry); the message
     is shown to the admin as is."""
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +196,22 @@ class Claim:
 
     rows: list[OutboundSms]
     opted_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A claim of up to ``limit`` due SMS, leased for ``lease`` from the
+    time the claim is made, read from ``clock`` when it runs (a claim that
+    shares a commit with new emails must see their SMS as due)."""
+
+    limit: int
+    lease: timedelta
+    clock: Callable[[], datetime]
+
+
+Write = AcceptedEmail | SmsOutcome | ClaimRequest
+"""One write of the hot paths (see :meth:`Store.commit_writes`)."""
+WriteResult = EnqueueOutcome | None | Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,80 +360,70 @@ class Store(AbuseQueries):
         cost more CPU per SMS than the statements themselves.
         """
         with self.engine.begin() as connection:
-            claimed, opted_out = _claim_leased(connection, _SMS_LEASE, now, limit, lease_until)
-            sending = [row for row in claimed if row.id not in opted_out]
-            refused = sorted(opted_out)
-            if refused:
-                connection.execute(_REFUSE_OPTED_OUT, {"ids": refused, "now": now})
-            # One INSERT ... SELECT per kind of event, in id order like the
-            # rows: no parameters or time conversions per event.
-            if sending:
-                connection.execute(
-                    _INSERT_CLAIM_EVENTS,
-                    {
-                        "ids": [_id(row.id) for row in sending],
-                        "e_status": SmsStatus.SENDING,
-                        "e_at": now,
-                        "e_detail": None,
-                    },
-                )
-            if refused:
-                connection.execute(
-                    _INSERT_CLAIM_EVENTS,
-                    {
-                        "ids": refused,
-                        "e_status": SmsStatus.FAILED,
-                        "e_at": now,
-                        "e_detail": OPTED_OUT_ERROR,
-                    },
-                )
-        return Claim(sending, len(refused))
+            return _claim_due(connection, now, limit, lease_until)
 
     def record_outcomes(self, outcomes: Sequence[SmsOutcome]) -> list[None]:
         """Record what became of a batch of hand-overs in ONE transaction
         (the dispatcher's group commit): status, carrier id or error, next
         attempt, a bounce mark for final failures, and one event each."""
-        # Outcomes of the same shape (usually all "sent") share one
-        # executemany: an UPDATE statement per SMS costs more than the send.
-        shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
-        events: list[dict[str, object]] = []
-        for outcome in outcomes:
-            values: dict[str, object] = {
-                "b_id": outcome.sms_id,
-                "b_status": outcome.status,
-                "b_updated_at": outcome.now,
-            }
-            if outcome.carrier_id is not None:
-                values["b_carrier"] = outcome.carrier
-                values["b_carrier_id"] = outcome.carrier_id
-                values["b_error"] = None
-                values["b_error_code"] = None
-            if outcome.error is not None:
-                values["b_error"] = outcome.error
-                values["b_error_code"] = outcome.error_code
-            if outcome.next_attempt_at is not None:
-                values["b_next_attempt_at"] = outcome.next_attempt_at
-            if outcome.status in SmsStatus.BOUNCING:
-                values["b_bounce"] = "pending"
-            shape = tuple(sorted(values))
-            shapes.setdefault(shape, []).append(values)
-            events.append(
-                {
-                    "sms_id": outcome.sms_id,
-                    "status": outcome.status,
-                    "at": outcome.now,
-                    "detail": outcome.detail,
-                }
-            )
         if not outcomes:
             return []
-        # A Connection, not a Session, and statements built once per shape
-        # (see _outcome_update): as in the group commit.
         with self.engine.begin() as connection:
-            for shape, rows in shapes.items():
-                connection.execute(_outcome_update(shape), rows)
-            connection.execute(_INSERT_EVENTS, events)
+            _record_outcomes(connection, outcomes)
         return [None] * len(outcomes)
+
+    def commit_writes(self, writes: Sequence[Write]) -> list[WriteResult | Exception]:
+        """The writes of one process's hot paths, in ONE transaction: the
+        accepted emails, then the outcomes of hand-overs, then claims (which
+        see the SMS of this same commit as due).  One result per write, in
+        order: its :meth:`enqueue`, :meth:`record_outcomes` or
+        :meth:`claim_due` result, or the exception it failed with.
+
+        Each commit costs a durable flush and, on SQLite, the one write lock
+        every worker process takes in turn: three kinds of transaction per
+        SMS were three turns where one will do.  When the shared transaction
+        fails (a Message-ID race, a deadlock, a bug in one kind), it is
+        rolled back whole and each kind runs again alone, in its own
+        transaction(s) and with its own error handling, so one kind's
+        failure is never another's.
+        """
+        emails = [w for w in writes if isinstance(w, AcceptedEmail)]
+        outcomes = [w for w in writes if isinstance(w, SmsOutcome)]
+        claims = [w for w in writes if isinstance(w, ClaimRequest)]
+        enqueued: Sequence[EnqueueOutcome] | Exception
+        recorded: Exception | None = None
+        claimed: list[Claim | Exception] = []
+        try:
+            with self.engine.begin() as connection:
+                enqueued = _insert_batch(connection, emails) if emails else []
+                if outcomes:
+                    _record_outcomes(connection, outcomes)
+                for request in claims:
+                    now = request.clock()
+                    claimed.append(_claim_due(connection, now, request.limit, now + request.lease))
+        except Exception as exc:
+            log.debug("shared write transaction failed (%s); each kind alone", exc)
+            enqueued = _outcome_or_error(self.enqueue, emails)
+            recorded = _error_of(self.record_outcomes, outcomes)
+            claimed = []
+            for request in claims:
+                now = request.clock()
+                claimed.append(
+                    _outcome_or_error(self.claim_due, now, request.limit, now + request.lease)
+                )
+        email_results: Iterator[EnqueueOutcome | Exception] = (
+            itertools.repeat(enqueued) if isinstance(enqueued, Exception) else iter(enqueued)
+        )
+        claim_results = iter(claimed)
+        results: list[WriteResult | Exception] = []
+        for write in writes:
+            if isinstance(write, AcceptedEmail):
+                results.append(next(email_results))
+            elif isinstance(write, SmsOutcome):
+                results.append(recorded)
+            else:
+                results.append(next(claim_results))
+        return results
 
     # --- reading ----------------------------------------------------------
     def list_sms(self, status: str | None = None, limit: int = 100) -> list[OutboundSms]:
@@ -782,6 +793,7 @@ _SUPPRESSIONS = Suppression.__table__  # type: ignore[attr-defined]
 
 # --- leases -------------------------------------------------------------------
 _Leased = TypeVar("_Leased", OutboundSms, OutboundMail)
+T = TypeVar("T")
 
 _SET_BY_CLAIM = ("status", "next_attempt_at", "updated_at")
 """Columns the claim's UPDATE sets to values it knows: not read back (a
@@ -1076,6 +1088,96 @@ _UPDATE_PAIRS = (
 )
 _INSERT_PAIRS = insert(_PAIRS)
 _UIDS_OF_EMAIL = select(_SMS.c.uid).where(_SMS.c.email_id == bindparam("email_id"))
+
+
+def _outcome_or_error(fn: Callable[..., T], *args: Any) -> T | Exception:
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
+
+
+def _error_of(fn: Callable[..., object], *args: Any) -> Exception | None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _claim_due(connection: Connection, now: datetime, limit: int, lease_until: datetime) -> Claim:
+    """:meth:`Store.claim_due` inside the caller's transaction."""
+    claimed, opted_out = _claim_leased(connection, _SMS_LEASE, now, limit, lease_until)
+    sending = [row for row in claimed if row.id not in opted_out]
+    refused = sorted(opted_out)
+    if refused:
+        connection.execute(_REFUSE_OPTED_OUT, {"ids": refused, "now": now})
+    # One INSERT ... SELECT per kind of event, in id order like the
+    # rows: no parameters or time conversions per event.
+    if sending:
+        connection.execute(
+            _INSERT_CLAIM_EVENTS,
+            {
+                "ids": [_id(row.id) for row in sending],
+                "e_status": SmsStatus.SENDING,
+                "e_at": now,
+                "e_detail": None,
+            },
+        )
+    if refused:
+        connection.execute(
+            _INSERT_CLAIM_EVENTS,
+            {
+                "ids": refused,
+                "e_status": SmsStatus.FAILED,
+                "e_at": now,
+                "e_detail": OPTED_OUT_ERROR,
+            },
+        )
+    return Claim(sending, len(refused))
+
+
+def _record_outcomes(connection: Connection, outcomes: Sequence[SmsOutcome]) -> None:
+    """:meth:`Store.record_outcomes` inside the caller's transaction."""
+    # Outcomes of the same shape (usually all "sent") share one
+    # executemany: an UPDATE statement per SMS costs more than the send.
+    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    events: list[dict[str, object]] = []
+    for outcome in outcomes:
+        values: dict[str, object] = {
+            "b_id": outcome.sms_id,
+            "b_status": outcome.status,
+            "b_updated_at": outcome.now,
+        }
+        if outcome.carrier_id is not None:
+            values["b_carrier"] = outcome.carrier
+            values["b_carrier_id"] = outcome.carrier_id
+            values["b_error"] = None
+            values["b_error_code"] = None
+        if outcome.error is not None:
+            values["b_error"] = outcome.error
+            values["b_error_code"] = outcome.error_code
+        if outcome.next_attempt_at is not None:
+            values["b_next_attempt_at"] = outcome.next_attempt_at
+        if outcome.status in SmsStatus.BOUNCING:
+            values["b_bounce"] = "pending"
+        shape = tuple(sorted(values))
+        shapes.setdefault(shape, []).append(values)
+        events.append(
+            {
+                "sms_id": outcome.sms_id,
+                "status": outcome.status,
+                "at": outcome.now,
+                "detail": outcome.detail,
+            }
+        )
+    if not outcomes:
+        return
+    # A Connection, not a Session, and statements built once per shape
+    # (see _outcome_update): as in the group commit.
+    for shape, rows in shapes.items():
+        connection.execute(_outcome_update(shape), rows)
+    connection.execute(_INSERT_EVENTS, events)
 
 
 def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:

@@ -8,7 +8,9 @@ Group commit (the technique durable mail servers use): every email that
 finishes DATA joins a queue; one committer takes everything waiting, writes
 it in ONE durable transaction, and only then releases each waiter to answer
 250.  Under load many messages share one fsync; alone, a message waits for
-nobody.
+nobody.  The dispatcher's claims and outcomes join the same queue
+(:class:`GroupCommit`): one transaction per round for everything the
+process writes on its hot paths.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, ParamSpec, TypeVar
 
 from mailsms.store.db import write_turn
-from mailsms.store.queries import AcceptedEmail, EnqueueOutcome, Store
+from mailsms.store.queries import (
+    AcceptedEmail,
+    Claim,
+    ClaimRequest,
+    EnqueueOutcome,
+    SmsOutcome,
+    Store,
+    Write,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +65,8 @@ class Batcher(Generic[T, R]):
 
     ``fn`` receives a list of items and returns one result per item, in
     order, doing its work in ONE transaction (group commit): under load many
-    callers share one durable commit; alone, a caller waits for nobody.
+    callers share one durable commit; alone, a caller waits for nobody.  A
+    result that is an exception is raised to that item's caller alone.
 
     The batch is collected in the database thread once ``turn`` is held
     (the SQLite write gate, see :func:`mailsms.store.db.write_turn`): while
@@ -65,11 +77,11 @@ class Batcher(Generic[T, R]):
     def __init__(
         self,
         runner: DbRunner,
-        fn: Callable[[list[T]], Sequence[R]],
+        fn: Callable[[list[T]], Sequence[R | Exception]],
         *,
         name: str,
         max_batch: int = 512,
-        on_commit: Callable[[], None] | None = None,
+        on_commit: Callable[[list[T]], None] | None = None,
         turn: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self._runner = runner
@@ -109,7 +121,9 @@ class Batcher(Generic[T, R]):
         self._wakeup.set()
         return await future
 
-    def _take_turn(self) -> tuple[list[tuple[T, asyncio.Future[R]]], Sequence[R] | Exception]:
+    def _take_turn(
+        self,
+    ) -> tuple[list[tuple[T, asyncio.Future[R]]], Sequence[R | Exception] | Exception]:
         """In the database thread: hold the turn, then take what is waiting
         and run ``fn`` on it; what was taken, and the results or the error."""
         taken: list[tuple[T, asyncio.Future[R]]] = []
@@ -153,7 +167,9 @@ class Batcher(Generic[T, R]):
             self._settle(batch, outcome)
 
     def _settle(
-        self, batch: list[tuple[T, asyncio.Future[R]]], outcome: Sequence[R] | Exception
+        self,
+        batch: list[tuple[T, asyncio.Future[R]]],
+        outcome: Sequence[R | Exception] | Exception,
     ) -> None:
         """Hand each caller of a turn its result, or the turn's error."""
         if isinstance(outcome, Exception):
@@ -163,26 +179,65 @@ class Batcher(Generic[T, R]):
                     future.set_exception(outcome)
             return
         for (_, future), result in zip(batch, outcome, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
         if batch and self._on_commit is not None:
-            self._on_commit()
+            self._on_commit([item for item, _ in batch])
 
 
-GroupCommitter = Batcher[AcceptedEmail, EnqueueOutcome]
-"""Accepted emails -> their committed outcome (the SMTP path's 250)."""
+class GroupCommit:
+    """The hot paths' writes of this process, committed together: accepted
+    emails (the SMTP path's 250 waits for its commit), the outcomes of
+    hand-overs to the carrier, and the dispatcher's claims, in one
+    transaction per round (:meth:`Store.commit_writes`).
 
+    Each kind used to commit on its own.  On SQLite every commit is a durable
+    flush and a turn of the one write lock all worker processes share; end
+    to end, that was three turns per SMS, and the lock was busy all the time.
+    """
 
-def group_committer(
-    runner: DbRunner, *, on_commit: Callable[[], None] | None = None
-) -> GroupCommitter:
-    def enqueue(items: list[AcceptedEmail]) -> list[EnqueueOutcome]:
-        return runner.store.enqueue(items)  # looked up per batch, not bound once
+    def __init__(self, runner: DbRunner) -> None:
+        self._runner = runner
+        self._batcher: Batcher[Write, WriteResult] = Batcher(
+            runner,
+            self._commit,
+            name="group-commit",
+            on_commit=self._committed,
+            turn=lambda: write_turn(runner.store.engine),
+        )
+        self.on_enqueued: Callable[[], None] | None = None
+        """Called after a round that committed new emails (new SMS are due)."""
 
-    return Batcher(
-        runner,
-        enqueue,
-        name="group-commit",
-        on_commit=on_commit,
-        turn=lambda: write_turn(runner.store.engine),
-    )
+    def start(self) -> None:
+        self._batcher.start()
+
+    async def stop(self) -> None:
+        await self._batcher.stop()
+
+    async def enqueue(self, item: AcceptedEmail) -> EnqueueOutcome:
+        """Return once the email and its SMS are committed; raise if not."""
+        result = await self._batcher.submit(item)
+        assert isinstance(result, EnqueueOutcome)
+        return result
+
+    async def record(self, outcome: SmsOutcome) -> None:
+        """Return once what became of a hand-over is committed."""
+        await self._batcher.submit(outcome)
+
+    async def claim(self, request: ClaimRequest) -> Claim:
+        """Lease due SMS for sending (see :meth:`Store.claim_due`)."""
+        result = await self._batcher.submit(request)
+        assert isinstance(result, Claim)
+        return result
+
+    def _commit(self, writes: list[Write]) -> list[WriteResult | Exception]:
+        # Looked up per round, not bound once: tests wrap the store's methods.
+        return self._runner.store.commit_writes(writes)
+
+    def _committed(self, writes: list[Write]) -> None:
+        if self.on_enqueued is not None and any(isinstance(w, AcceptedEmail) for w in writes):
+            self.on_enqueued()

@@ -22,7 +22,7 @@ from mailsms.app import Gateway
 from mailsms.config import Settings
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig
 from mailsms.smtp.server import GatewaySMTP
-from mailsms.store import Store
+from mailsms.store import Store, queries
 from mailsms.store.models import EmailDisposition
 from mailsms.text import TextOptions
 from tests.conftest import DOMAIN, SENDER, prepare_store, read_outbox, wait_outbox
@@ -379,8 +379,9 @@ async def test_commit_failure_answers_451_and_leaks_nothing(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire: secret-token-123")
 
-    assert gateway.runner is not None
-    monkeypatch.setattr(gateway.runner.store, "enqueue", broken)
+    # The insert fails in the round's shared transaction and again when the
+    # emails are committed alone: the email's own error, not the round's.
+    monkeypatch.setattr(queries, "_insert_batch", broken)
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port) as client:
         with pytest.raises(aiosmtplib.SMTPDataError) as info:
             await client.send_message(simple_message())

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,20 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
-from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate
+from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate, queries
 from mailsms.store.db import write_turn
 from mailsms.store.models import InboundStatus, OutboundSms, SmsStatus
-from mailsms.store.queries import OPTED_OUT_CODE, OPTED_OUT_ERROR, EnqueueOutcome, SmsOutcome
-from mailsms.store.runner import Batcher, DbRunner, group_committer
+from mailsms.store.queries import (
+    OPTED_OUT_CODE,
+    OPTED_OUT_ERROR,
+    Claim,
+    ClaimRequest,
+    EnqueueOutcome,
+    SmsOutcome,
+    Write,
+    WriteResult,
+)
+from mailsms.store.runner import Batcher, DbRunner, GroupCommit
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -454,15 +463,15 @@ async def test_emails_arriving_while_another_process_writes_join_one_commit(
     commit instead of queueing one commit each behind it."""
     store = new_store(tmp_path)
     batches: list[int] = []
-    enqueue = store.enqueue
+    commit_writes = store.commit_writes
 
-    def counting(items: list[AcceptedEmail]) -> list[EnqueueOutcome]:
+    def counting(items: Sequence[Write]) -> list[WriteResult | Exception]:
         batches.append(len(items))
-        return enqueue(items)
+        return commit_writes(items)
 
-    store.enqueue = counting  # type: ignore[method-assign]
+    store.commit_writes = counting  # type: ignore[method-assign]
     runner = DbRunner(store)
-    committer = group_committer(runner)
+    committer = GroupCommit(runner)
     committer.start()
     other = make_engine(f"sqlite:///{tmp_path / 's.db'}")  # another worker's engine
     holding, done = threading.Event(), threading.Event()
@@ -478,14 +487,14 @@ async def test_emails_arriving_while_another_process_writes_join_one_commit(
         assert holding.wait(10)
         submitted = [
             asyncio.create_task(
-                committer.submit(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
+                committer.enqueue(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
             )
             for i in range(3)
         ]
         await asyncio.sleep(0.05)  # the first is waiting for the turn
         submitted += [
             asyncio.create_task(
-                committer.submit(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
+                committer.enqueue(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
             )
             for i in range(3, 6)
         ]
@@ -533,3 +542,108 @@ async def test_a_failed_write_turn_answers_its_callers_and_the_committer_goes_on
         await committer.stop()
         runner.close()
     assert len(store.list_emails(limit=10)) == 1
+
+
+def _commits(store: Store) -> list[int]:
+    """A list that grows by one at every COMMIT the store's engine makes."""
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_new_emails_outcomes_and_a_claim_share_one_commit(tmp_path: Path) -> None:
+    """A round of the group commit writes the accepted emails, the outcomes
+    of earlier hand-overs and the dispatcher's claim in ONE transaction, and
+    the claim finds the SMS of that same round due."""
+    store = new_store(tmp_path)
+    [earlier] = store.enqueue([accepted("a@corp.example", "<0@corp.example>", "+14155551212")])
+    [leased] = store.claim_due(NOW, 10, NOW + timedelta(minutes=2)).rows
+    later = NOW + timedelta(seconds=5)
+    commits = _commits(store)
+    results = store.commit_writes(
+        [
+            accepted("a@corp.example", "<1@corp.example>", "+14155550199"),
+            SmsOutcome.sent(_sms_id(leased.id), "twilio", "SM1", "sent", later),
+            ClaimRequest(10, timedelta(minutes=2), lambda: later),
+            accepted("a@corp.example", "<2@corp.example>", "+14155550123"),
+        ]
+    )
+    assert commits == [1]
+    first, recorded, claim, second = results
+    assert isinstance(first, EnqueueOutcome) and isinstance(second, EnqueueOutcome)
+    assert recorded is None
+    assert isinstance(claim, Claim)
+    # Both new SMS, not the one just recorded as sent.
+    assert sorted(row.uid for row in claim.rows) == sorted(first.sms_uids + second.sms_uids)
+    by_uid = {sms.uid: sms for sms in store.list_sms()}
+    assert by_uid[leased.uid].status == SmsStatus.SENT
+    assert by_uid[leased.uid].carrier_id == "SM1"
+    assert earlier.sms_uids == (leased.uid,)
+    assert {by_uid[uid].status for uid in first.sms_uids + second.sms_uids} == {SmsStatus.SENDING}
+
+
+def test_a_write_that_fails_the_shared_commit_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When one kind of write breaks the round's transaction, the round is
+    rolled back whole and each kind runs again in its own: the emails and
+    the claim commit, and only the outcome's caller gets the error."""
+    store = new_store(tmp_path)
+    [leased] = store.enqueue([accepted("a@corp.example", "<0@corp.example>", "+14155551212")])
+    [row] = store.claim_due(NOW, 10, NOW + timedelta(minutes=2)).rows
+    later = NOW + timedelta(seconds=5)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("outcome cannot be written")
+
+    monkeypatch.setattr(queries, "_record_outcomes", broken)
+    commits = _commits(store)
+    email, recorded, claim = store.commit_writes(
+        [
+            accepted("a@corp.example", "<1@corp.example>", "+14155550199"),
+            SmsOutcome.sent(_sms_id(row.id), "twilio", "SM1", "sent", later),
+            ClaimRequest(10, timedelta(minutes=2), lambda: later),
+        ]
+    )
+    assert isinstance(recorded, RuntimeError)
+    assert isinstance(email, EnqueueOutcome) and not email.duplicate
+    assert isinstance(claim, Claim)
+    assert [r.uid for r in claim.rows] == list(email.sms_uids)
+    assert len(commits) == 2  # the emails, then the claim; the outcome none
+    by_uid = {sms.uid: sms for sms in store.list_sms()}
+    assert by_uid[row.uid].status == SmsStatus.SENDING  # still leased, not sent
+    assert leased.sms_uids == (row.uid,)
+
+
+async def test_the_group_commit_answers_each_kind_of_write(tmp_path: Path) -> None:
+    """Through the event loop: an email, an outcome and a claim submitted
+    together come back each with its own kind of answer, and only a round
+    that committed emails tells the dispatcher there is new work."""
+    store = new_store(tmp_path)
+    runner = DbRunner(store)
+    committer = GroupCommit(runner)
+    woken: list[int] = []
+    committer.on_enqueued = lambda: woken.append(1)
+    committer.start()
+    try:
+        outcome = await asyncio.wait_for(
+            committer.enqueue(accepted("a@corp.example", "<1@corp.example>", "+14155551212")),
+            10,
+        )
+        assert woken == [1]
+        claim = await asyncio.wait_for(
+            committer.claim(ClaimRequest(10, timedelta(minutes=2), lambda: NOW)), 10
+        )
+        assert [row.uid for row in claim.rows] == list(outcome.sms_uids)
+        await asyncio.wait_for(
+            committer.record(
+                SmsOutcome.sent(_sms_id(claim.rows[0].id), "twilio", "SM1", "sent", NOW)
+            ),
+            10,
+        )
+        assert woken == [1]  # claims and outcomes bring no new SMS
+    finally:
+        await committer.stop()
+        runner.close()
+    [sms] = store.list_sms()
+    assert sms.status == SmsStatus.SENT
