@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import signal
 import socket
@@ -90,9 +91,35 @@ def _bind(host: str, port: int, what: str, *, reuse_port: bool = False) -> socke
         ) from exc
 
 
+# Addresses that listen on every interface (compared with, not bound to).
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104
+
+
+def _check_ports_differ(settings: Settings) -> None:
+    """Each listener needs a port of its own.  On one port, SMTP and HTTP
+    would not even fail to bind with SO_REUSEPORT (``--workers``): the
+    kernel would hand SMTP clients to the HTTP server, where they wait for
+    a greeting that never comes."""
+    listeners = [
+        ("MAILSMS_SMTP_PORT", settings.smtp_host, settings.smtp_port),
+        ("MAILSMS_HTTP_PORT", settings.http_host, settings.http_port),
+    ]
+    if settings.submissions_port is not None:
+        listeners.append(
+            ("MAILSMS_SUBMISSIONS_PORT", settings.smtp_host, settings.submissions_port)
+        )
+    for (name, host, port), (other, other_host, other_port) in itertools.combinations(listeners, 2):
+        shared_host = host == other_host or {host, other_host} & _WILDCARD_HOSTS
+        if port and port == other_port and shared_host:
+            raise StartupError(
+                f"{name} and {other} are both {port}: each listener needs a port of its own"
+            )
+
+
 def bind_listeners(settings: Settings, *, reuse_port: bool = False) -> Listeners:
     """Bind every listener the settings ask for, or raise StartupError
     (closing what was already bound)."""
+    _check_ports_differ(settings)
     bound: list[socket.socket] = []
     try:
         smtp = _bind(settings.smtp_host, settings.smtp_port, "SMTP", reuse_port=reuse_port)
@@ -130,6 +157,10 @@ def bind_worker_listeners(settings: Settings, count: int) -> list[Listeners]:
     if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
         shared = bind_listeners(settings)
         return [shared] * count
+    # SO_REUSEPORT would also let these sockets join another program's
+    # (another mailsms started twice, say), which then silently shares the
+    # connections: bind once without it first, so a taken port is an error.
+    bind_listeners(settings).close()
     sets = [bind_listeners(settings, reuse_port=True)]
     try:
         # Port 0 asks for any free port: the other sets take the same one.

@@ -22,9 +22,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (two bind-and-close calls can give the
+    same one: a gateway once got SMTP and HTTP on one port and hung)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -200,11 +208,11 @@ class GatewayProcess(Managed):
     """``python -m mailsms serve`` with MAILSMS_* settings; stderr to a file."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.smtp_port = free_port()
+        self.smtp_port, http_port = free_ports(2)
         env = {
             **env,
             "MAILSMS_SMTP_PORT": str(self.smtp_port),
-            "MAILSMS_HTTP_PORT": str(free_port()),
+            "MAILSMS_HTTP_PORT": str(http_port),
         }
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -12,14 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.bench.procs import free_ports
 from tests.conftest import DOMAIN, SENDER, read_outbox
 from tests.core.test_smtp_gateway import simple_message
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -36,12 +31,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 
 
 def start(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    smtp_port = free_port()
+    smtp_port, http_port = free_ports(2)
     environment = {
         **os.environ,
         "MAILSMS_DOMAIN": DOMAIN,
         "MAILSMS_SMTP_PORT": str(smtp_port),
-        "MAILSMS_HTTP_PORT": str(free_port()),
+        "MAILSMS_HTTP_PORT": str(http_port),
         "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
         "MAILSMS_CONSOLE_OUTBOX": str(tmp_path / "outbox.jsonl"),
         "MAILSMS_DISPATCH_POLL_INTERVAL": "0.05",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.test_durability import free_port, wait_port
+from tests.bench.procs import free_ports
+from tests.core.test_durability import wait_port
 
 
 def swaks_path() -> str:
@@ -27,11 +28,11 @@ def swaks_path() -> str:
 
 def test_readme_quick_start_with_swaks(tmp_path: Path) -> None:
     swaks = swaks_path()
-    smtp_port = free_port()
+    smtp_port, http_port = free_ports(2)
     # The embedded defaults, run from a fresh folder; only the ports differ
     # so the test never collides with a gateway a developer is running.
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAILSMS_")}
-    env.update(MAILSMS_SMTP_PORT=str(smtp_port), MAILSMS_HTTP_PORT=str(free_port()))
+    env.update(MAILSMS_SMTP_PORT=str(smtp_port), MAILSMS_HTTP_PORT=str(http_port))
     cli = [sys.executable, "-m", "mailsms"]
     added = subprocess.run(
         [*cli, "senders", "add", "alice@corp.example"],

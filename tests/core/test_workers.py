@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from pathlib import Path
 
-from tests.bench.procs import child_pids
+from tests.bench.procs import child_pids, free_port, free_ports
 from tests.conftest import DOMAIN, SENDER
-from tests.core.test_durability import free_port, run_cli, wait_port
+from tests.core.test_durability import run_cli, wait_port
 from tests.core.test_smtp_gateway import simple_message
 from tests.fakes.twilio import FakeTwilio
 
@@ -63,7 +63,7 @@ def gateway_env(tmp_path: Path, smtp_port: int, http_port: int, **settings: str)
 def start_workers(
     tmp_path: Path, twilio: FakeTwilio, *args: str, **env: str
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    smtp_port, http_port = free_port(), free_port()
+    smtp_port, http_port = free_ports(2)
     environment = gateway_env(
         tmp_path,
         smtp_port,
@@ -161,11 +161,11 @@ def test_workers_that_cannot_start_stop_the_service_with_an_error(
     tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
     run_cli(tmp_path, "senders", "add", SENDER)
-    smtp_port = free_port()
+    smtp_port, http_port = free_ports(2)
     result = subprocess.run(
         [sys.executable, "-m", "mailsms", "serve", "--workers", "2"],
         # The DKIM pair is only checked when a gateway starts: in each worker.
-        env=gateway_env(tmp_path, smtp_port, free_port(), MAILSMS_DKIM_SELECTOR="s1"),
+        env=gateway_env(tmp_path, smtp_port, http_port, MAILSMS_DKIM_SELECTOR="s1"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -183,6 +183,49 @@ def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> No
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "mailsms", "serve", "--workers", "3"],
+            env=gateway_env(tmp_path, port, free_port()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
+    assert "worker 0 started" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_shared_by_two_listeners_is_one_line(tmp_path: Path) -> None:
+    """SMTP and HTTP on one port: with SO_REUSEPORT both binds would succeed
+    and the kernel would hand SMTP clients to the HTTP server."""
+    [port] = free_ports(1)
+    for args in (["serve"], ["serve", "--workers", "2"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "mailsms", *args],
+            env=gateway_env(tmp_path, port, port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, args
+        assert (
+            f"MAILSMS_SMTP_PORT and MAILSMS_HTTP_PORT are both {port}: "
+            "each listener needs a port of its own"
+        ) in result.stderr
+        assert "worker 0 started" not in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_workers_do_not_join_another_servers_reuseport_listener(tmp_path: Path) -> None:
+    """Another program listening with SO_REUSEPORT (another mailsms, say):
+    the workers' own SO_REUSEPORT sockets could join it and silently share
+    its connections; the port is reported taken instead."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mailsms", "serve", "--workers", "2"],
             env=gateway_env(tmp_path, port, free_port()),
             capture_output=True,
             text=True,

@@ -213,8 +213,8 @@ async def test_relay_down_then_up_delivers_the_reply_once(
     from pathlib import Path
 
     from mailsms.app import Gateway
+    from tests.bench.procs import free_port
     from tests.conftest import prepare_store
-    from tests.core.test_durability import free_port
     from tests.twoway.conftest import two_way_settings
 
     port = free_port()
