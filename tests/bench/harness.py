@@ -8,7 +8,10 @@ unless the harness itself crashed: targets are reported, not enforced.
 Every figure is the median of ``--repeats`` runs; every gateway run is a
 fresh ``python -m mailsms serve`` process on free 127.0.0.1 ports with a
 fresh database (a temporary SQLite file, or a dropped and recreated
-PostgreSQL schema).
+PostgreSQL schema).  The speed of a shared machine drifts within minutes,
+so each run of a throughput row (accept, end to end) is paired with a run
+of the bare baseline just before it, and the row's ratio is the median of
+the pairs' ratios; the sweep pairs its rows the same way.
 """
 
 from __future__ import annotations
@@ -347,13 +350,18 @@ class Bench:
         self.rows.append(row)
         return row
 
+    def baseline_once(self) -> tuple[float, float]:
+        """One run of the bare server: msg/s and its peak RSS in MB."""
+        with Baseline() as srv:
+            result = self.load(srv.port, self.p.sessions, self.p.baseline_messages)
+            return self.p.baseline_messages / result.seconds, srv.peak_rss_mib() * 1.048576
+
     def measure_baseline(self) -> dict[str, Any]:
         runs, rss = [], []
         for i in range(self.p.repeats):
-            with Baseline() as srv:
-                result = self.load(srv.port, self.p.sessions, self.p.baseline_messages)
-                runs.append(self.p.baseline_messages / result.seconds)
-                rss.append(srv.peak_rss_mib() * 1.048576)
+            rate, peak = self.baseline_once()
+            runs.append(rate)
+            rss.append(peak)
             log(f"baseline run {i + 1}: {runs[-1]:.0f} msg/s")
         return self.add(
             {
@@ -369,8 +377,12 @@ class Bench:
     def measure_mailsms(
         self, row_id: str, label: str, db: str, dispatcher: bool, messages: int
     ) -> dict[str, Any]:
-        runs, accept_runs, rss, cpu = [], [], [], []
+        runs, accept_runs, rss, cpu, paired = [], [], [], [], []
         for i in range(self.p.repeats):
+            # The machine's speed drifts within minutes: each run is paired
+            # with a baseline run just before it, and the row's ratio is the
+            # median of the pairs' ratios (see judge).
+            paired.append(self.baseline_once()[0])
             url = self.sqlite_url() if db == "sqlite" else self.postgres_url()
             with self.gateway(url, dispatcher, row_id) as gw:
                 if self.carrier:
@@ -393,7 +405,10 @@ class Bench:
                 cpu.append((gw.cpu() - cpu0) / elapsed)
                 runs.append(messages / elapsed)
                 rss.append(gw.peak_rss_mib() * 1.048576)
-            log(f"{row_id} run {i + 1}: {runs[-1]:.0f} msg/s (accept {accept_rate:.0f} msg/s)")
+            log(
+                f"{row_id} run {i + 1}: {runs[-1]:.0f} msg/s (accept {accept_rate:.0f} msg/s; "
+                f"baseline just before: {paired[-1]:.0f} msg/s)"
+            )
         return self.add(
             {
                 "id": row_id,
@@ -404,6 +419,8 @@ class Bench:
                 "accept_msg_s": median(accept_runs),
                 "gateway_cpu_cores": median(cpu),
                 "peak_rss_mb": max(rss),
+                "paired_baseline_runs": paired,
+                "paired_ratio": median([r / b for r, b in zip(runs, paired, strict=True)]),
             }
         )
 
@@ -697,7 +714,10 @@ def judge(rows: list[dict[str, Any]]) -> None:
         rid, value = row["id"], row.get("value")
         if value is None:
             continue
-        if rid.startswith(("accept_", "e2e_")) and base:
+        if rid.startswith(("accept_", "e2e_")) and row.get("paired_ratio"):
+            # Each run against the baseline run just before it.
+            row["ratio"] = row["paired_ratio"]
+        elif rid.startswith(("accept_", "e2e_")) and base:
             row["ratio"] = value / base
         elif rid.startswith("sweep_") and row.get("baseline_value"):
             row["ratio"] = value / row["baseline_value"]
@@ -763,6 +783,13 @@ def fmt(value: Any, unit: str) -> str:
     return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
+def _paired(row: dict[str, Any]) -> str:
+    runs = row.get("paired_baseline_runs")
+    if not runs:
+        return ""
+    return "; baseline runs just before: " + ", ".join(f"{v:,.0f}" for v in runs)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| row | value | unit | runs | vs baseline | target | result |",
@@ -779,10 +806,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             extra = f" (p50 {row['p50_ms']:.2f} ms, max {row['max_ms']:.1f} ms)"
         elif row["id"].startswith("e2e"):
             extra = (
-                f" (accept {row['accept_msg_s']:,.0f} msg/s, {row['gateway_cpu_cores']:.2f} cores)"
+                f" (accept {row['accept_msg_s']:,.0f} msg/s, {row['gateway_cpu_cores']:.2f} cores"
+                f"{_paired(row)})"
             )
         elif row["id"].startswith("accept"):
-            extra = f" ({row['gateway_cpu_cores']:.2f} cores)"
+            extra = f" ({row['gateway_cpu_cores']:.2f} cores{_paired(row)})"
         elif row["id"].startswith("drain"):
             extra = f" ({row['msg_s']:,.0f} msg/s, {row['wall_ms_per_msg']:.2f} wall ms/msg)"
         elif row["id"] == "dispatch_cost":

@@ -39,6 +39,11 @@ def test_harness_writes_rows(tmp_path: Path) -> None:
     for row_id in ("baseline", "accept_sqlite", "drain_20", "drain_200", "peak_rss"):
         assert rows[row_id]["value"] > 0, rows[row_id]
     assert rows["accept_sqlite"]["status"] in ("PASS", "FAIL")
+    # Each accept run was paired with a baseline run just before it.
+    accept = rows["accept_sqlite"]
+    assert len(accept["paired_baseline_runs"]) == len(accept["runs"])
+    assert all(rate > 0 for rate in accept["paired_baseline_runs"])
+    assert accept["ratio"] == accept["paired_ratio"]
     assert rows["dispatch_cost"]["status"] in ("PASS", "FAIL")
     assert report["machine"]["nproc"] >= 1
     assert "| row |" in proc.stdout  # the table was printed
