@@ -390,27 +390,28 @@ class Store(AbuseQueries):
         emails = [w for w in writes if isinstance(w, AcceptedEmail)]
         outcomes = [w for w in writes if isinstance(w, SmsOutcome)]
         claims = [w for w in writes if isinstance(w, ClaimRequest)]
-        enqueued: Sequence[EnqueueOutcome] | Exception
-        recorded: Exception | None = None
+        enqueued: Sequence[EnqueueOutcome] | Exception = []
+        recorded: list[None] | Exception = []
         claimed: list[Claim | Exception] = []
         try:
             with self.engine.begin() as connection:
-                enqueued = _insert_batch(connection, emails) if emails else []
+                if emails:
+                    enqueued = _insert_batch(connection, emails)
                 if outcomes:
                     _record_outcomes(connection, outcomes)
-                for request in claims:
-                    now = request.clock()
-                    claimed.append(_claim_due(connection, now, request.limit, now + request.lease))
+                claimed.extend(
+                    _claim_now(request, functools.partial(_claim_due, connection))
+                    for request in claims
+                )
         except Exception as exc:
             log.debug("shared write transaction failed (%s); each kind alone", exc)
-            enqueued = _outcome_or_error(self.enqueue, emails)
-            recorded = _error_of(self.record_outcomes, outcomes)
-            claimed = []
-            for request in claims:
-                now = request.clock()
-                claimed.append(
-                    _outcome_or_error(self.claim_due, now, request.limit, now + request.lease)
-                )
+            # Only the kinds this round has: an empty one would still take
+            # a transaction (and, on SQLite, a turn of the write lock).
+            if emails:
+                enqueued = _outcome_or_error(self.enqueue, emails)
+            if outcomes:
+                recorded = _outcome_or_error(self.record_outcomes, outcomes)
+            claimed = [_outcome_or_error(_claim_now, request, self.claim_due) for request in claims]
         email_results: Iterator[EnqueueOutcome | Exception] = (
             itertools.repeat(enqueued) if isinstance(enqueued, Exception) else iter(enqueued)
         )
@@ -420,7 +421,7 @@ class Store(AbuseQueries):
             if isinstance(write, AcceptedEmail):
                 results.append(next(email_results))
             elif isinstance(write, SmsOutcome):
-                results.append(recorded)
+                results.append(recorded if isinstance(recorded, Exception) else None)
             else:
                 results.append(next(claim_results))
         return results
@@ -1097,12 +1098,11 @@ def _outcome_or_error(fn: Callable[..., T], *args: Any) -> T | Exception:
         return exc
 
 
-def _error_of(fn: Callable[..., object], *args: Any) -> Exception | None:
-    try:
-        fn(*args)
-    except Exception as exc:
-        return exc
-    return None
+def _claim_now(request: ClaimRequest, claim: Callable[[datetime, int, datetime], Claim]) -> Claim:
+    """``claim(now, limit, lease_until)`` for ``request``, at the time the
+    claim runs (read from the request's clock)."""
+    now = request.clock()
+    return claim(now, request.limit, now + request.lease)
 
 
 def _claim_due(connection: Connection, now: datetime, limit: int, lease_until: datetime) -> Claim:
