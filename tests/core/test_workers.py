@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from pathlib import Path
 
+import pytest
+
 from tests.bench.procs import child_pids, free_port, free_ports
 from tests.conftest import DOMAIN, SENDER
 from tests.core.test_durability import run_cli, wait_port
@@ -176,65 +178,49 @@ def test_workers_that_cannot_start_stop_the_service_with_an_error(
     assert "Traceback" not in result.stderr
 
 
-def test_a_taken_port_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
+def refused_at_start(env: dict[str, str], *args: str) -> str:
+    """Run ``mailsms serve *args``, which must stop at once with status 1,
+    one readable line and no worker started; its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsms", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, (args, result.stderr[-2000:])
+    assert "worker 0 started" not in result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])
+def test_a_taken_port_is_one_line_before_any_worker_starts(
+    tmp_path: Path, reuse_port: bool
+) -> None:
+    """Also when the other program listens with SO_REUSEPORT (another
+    mailsms, say): the workers' own SO_REUSEPORT sockets could join it and
+    silently share its connections."""
     with socket.socket() as taken:
+        if reuse_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "mailsms", "serve", "--workers", "3"],
-            env=gateway_env(tmp_path, port, free_port()),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1
-    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
-    assert "worker 0 started" not in result.stderr
-    assert "Traceback" not in result.stderr
+        stderr = refused_at_start(gateway_env(tmp_path, port, free_port()), "--workers", "3")
+    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in stderr
 
 
 def test_a_port_shared_by_two_listeners_is_one_line(tmp_path: Path) -> None:
     """SMTP and HTTP on one port: with SO_REUSEPORT both binds would succeed
     and the kernel would hand SMTP clients to the HTTP server."""
     [port] = free_ports(1)
-    for args in (["serve"], ["serve", "--workers", "2"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "mailsms", *args],
-            env=gateway_env(tmp_path, port, port),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 1, args
+    for args in ((), ("--workers", "2")):
+        stderr = refused_at_start(gateway_env(tmp_path, port, port), *args)
         assert (
             f"MAILSMS_SMTP_PORT and MAILSMS_HTTP_PORT are both {port}: "
             "each listener needs a port of its own"
-        ) in result.stderr
-        assert "worker 0 started" not in result.stderr
-        assert "Traceback" not in result.stderr
-
-
-def test_workers_do_not_join_another_servers_reuseport_listener(tmp_path: Path) -> None:
-    """Another program listening with SO_REUSEPORT (another mailsms, say):
-    the workers' own SO_REUSEPORT sockets could join it and silently share
-    its connections; the port is reported taken instead."""
-    with socket.socket() as other:
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        port = other.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "mailsms", "serve", "--workers", "2"],
-            env=gateway_env(tmp_path, port, free_port()),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1
-    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in result.stderr
-    assert "worker 0 started" not in result.stderr
-    assert "Traceback" not in result.stderr
+        ) in stderr
 
 
 def test_workers_stop_when_the_supervisor_is_killed(
