@@ -23,9 +23,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Integer,
-    Row,
     Table,
-    Update,
     and_,
     bindparam,
     false,
@@ -59,6 +57,7 @@ from mailsms.store.models import (
     Suppression,
     VirtualNumber,
 )
+from mailsms.store.prepared import Prepared, listed, row_values
 
 _TRANSIENT_RETRIES = 2
 """Extra tries of a group commit that hit a deadlock or lock timeout."""
@@ -803,14 +802,13 @@ datetime read back costs more than the rest of the row)."""
 
 @dataclass(frozen=True, slots=True)
 class _Lease(Generic[_Leased]):
-    """A lease claim on one queue table, its statements built once:
-    building a statement and computing its cache key cost more CPU per
-    claim than running it (IN lists are expanding parameters)."""
+    """A lease claim on one queue table, its statements prepared once (see
+    mailsms.store.prepared)."""
 
     model: type[_Leased]
-    due: Executable
-    due_skip_locked: Executable
-    take: Executable
+    due: Prepared
+    due_skip_locked: Prepared
+    take: Prepared
     returned: tuple[str, ...]
     """The columns ``take`` returns, in order."""
 
@@ -830,29 +828,34 @@ class _Lease(Generic[_Leased]):
             .limit(bindparam("l_limit", type_=Integer))
         )
         returned = [c for c in table.c if c.name not in _SET_BY_CLAIM]
-        take = (
-            update(table)
-            .where(
-                table.c.id.in_(bindparam("l_ids", expanding=True)),
-                # coalesce() keeps SQLite's planner off the (status,
-                # next_attempt_at) index for this guard: it would walk every
-                # due row of the queue instead of looking up the claimed ids.
-                func.coalesce(table.c.status, "").in_((queued, sending)),
-                table.c.next_attempt_at <= bindparam("l_now"),
+
+        def take(n: int) -> Executable:
+            return (
+                update(table)
+                .where(
+                    table.c.id.in_(listed("l_ids", n)),
+                    # coalesce() keeps SQLite's planner off the (status,
+                    # next_attempt_at) index for this guard: it would walk every
+                    # due row of the queue instead of looking up the claimed ids.
+                    func.coalesce(table.c.status, "").in_(
+                        [bindparam("l_queued", queued), bindparam("l_sending", sending)]
+                    ),
+                    table.c.next_attempt_at <= bindparam("l_now"),
+                )
+                .values(
+                    status=sending,
+                    next_attempt_at=bindparam("l_until"),
+                    attempts=table.c.attempts + 1,
+                    updated_at=bindparam("l_now"),
+                )
+                .returning(*returned)
             )
-            .values(
-                status=sending,
-                next_attempt_at=bindparam("l_until"),
-                attempts=table.c.attempts + 1,
-                updated_at=bindparam("l_now"),
-            )
-            .returning(*returned)
-        )
+
         return cls(
             model,
-            due,
-            due.with_for_update(skip_locked=True),
-            take,
+            Prepared(lambda _: due),
+            Prepared(lambda _: due.with_for_update(skip_locked=True)),
+            Prepared(take, listed="l_ids"),
             tuple(c.name for c in returned),
         )
 
@@ -889,13 +892,13 @@ def _claim_leased(
         if len(ids) >= limit:
             break
         params = {"l_status": status, "l_now": now, "l_limit": limit - len(ids)}
-        for row_id, flag in connection.execute(due, params):
+        for row_id, flag in due.rows(connection, params):
             ids.append(row_id)
             if flag:
                 flagged.add(row_id)
     if not ids:
         return [], set()
-    taken = connection.execute(lease.take, {"l_ids": ids, "l_now": now, "l_until": lease_until})
+    taken = lease.take.rows(connection, {"l_ids": ids, "l_now": now, "l_until": lease_until})
     # What the UPDATE set, as the database gives it back (in UTC).
     known = {
         "status": SmsStatus.SENDING,
@@ -917,7 +920,7 @@ def _claim_leased(
     return rows, flagged.intersection(_id(row.id) for row in rows)
 
 
-def _first(row: Row[Any]) -> int:
+def _first(row: tuple[Any, ...]) -> int:
     return int(row[0])
 
 
@@ -933,39 +936,48 @@ _MAIL_LEASE = _Lease.build(OutboundMail, false())
 
 
 # --- dispatching --------------------------------------------------------------
-_REFUSE_OPTED_OUT = (
-    update(_SMS)
-    .where(_SMS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=SmsStatus.FAILED,
-        error=OPTED_OUT_ERROR,
-        error_code=OPTED_OUT_CODE,
-        bounce="pending",
-        updated_at=bindparam("now"),
-    )
+_REFUSE_OPTED_OUT = Prepared(
+    lambda n: (
+        update(_SMS)
+        .where(_SMS.c.id.in_(listed("ids", n)))
+        .values(
+            status=SmsStatus.FAILED,
+            error=OPTED_OUT_ERROR,
+            error_code=OPTED_OUT_CODE,
+            bounce="pending",
+            updated_at=bindparam("now"),
+        )
+    ),
+    listed="ids",
 )
-_INSERT_CLAIM_EVENTS = insert(_EVENTS).from_select(
-    ["sms_id", "status", "at", "detail"],
-    select(
-        _SMS.c.id,
-        bindparam("e_status", type_=_EVENTS.c.status.type),
-        bindparam("e_at", type_=_EVENTS.c.at.type),
-        bindparam("e_detail", type_=_EVENTS.c.detail.type),
-    )
-    .where(_SMS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_SMS.c.id),
+_INSERT_CLAIM_EVENTS = Prepared(
+    lambda n: insert(_EVENTS).from_select(
+        ["sms_id", "status", "at", "detail"],
+        select(
+            _SMS.c.id,
+            bindparam("e_status", type_=_EVENTS.c.status.type),
+            bindparam("e_at", type_=_EVENTS.c.at.type),
+            bindparam("e_detail", type_=_EVENTS.c.detail.type),
+        )
+        .where(_SMS.c.id.in_(listed("ids", n)))
+        .order_by(_SMS.c.id),
+    ),
+    listed="ids",
 )
-_INSERT_EVENTS = insert(_EVENTS)
+_EVENT_COLUMNS = ("sms_id", "status", "at", "detail")
+_INSERT_EVENTS = Prepared(lambda n: insert(_EVENTS).values(row_values(_EVENT_COLUMNS, n)))
 
 
 @functools.cache
-def _outcome_update(shape: tuple[str, ...]) -> Update:
-    """The UPDATE of outcomes with these ``b_``-prefixed parameters, built
+def _outcome_update(shape: tuple[str, ...]) -> Prepared:
+    """The UPDATE of outcomes with these ``b_``-prefixed parameters, made
     once per shape (there are a handful: sent, retry, final, bouncing)."""
-    return (
-        update(_SMS)
-        .where(_SMS.c.id == bindparam("b_id"))
-        .values({name[2:]: bindparam(name) for name in shape if name != "b_id"})
+    return Prepared(
+        lambda _: (
+            update(_SMS)
+            .where(_SMS.c.id == bindparam("b_id"))
+            .values({name[2:]: bindparam(name) for name in shape if name != "b_id"})
+        )
     )
 
 
@@ -1024,15 +1036,15 @@ def _insert_queued_sms(
     and one INSERT ... SELECT (per 500 rows), whatever the number of rows."""
     if not rows:
         return
-    connection.execute(_INSERT_SMS, list(rows))
+    _INSERT_SMS.insert_many(connection, rows)
     # The events are made from the rows just stored, found by their unique
     # uid: no ids to read back (RETURNING in parameter order would cost
     # SQLite one INSERT per row), and no parameters or time conversions
     # per event.  In id order, as one INSERT per SMS would number them.
     uids = [values["uid"] for values in rows]
     for start in range(0, len(uids), _CHUNK):
-        connection.execute(
-            _INSERT_QUEUED_EVENTS, {"uids": uids[start : start + _CHUNK], "detail": detail}
+        _INSERT_QUEUED_EVENTS.rows(
+            connection, {"uids": uids[start : start + _CHUNK], "detail": detail}
         )
 
 
@@ -1050,44 +1062,99 @@ def _email_ids(
     mids = sorted({mid for _, mid in keys})
     ids: dict[tuple[str, str], int] = {}
     for start in range(0, len(mids), _CHUNK):
-        found = connection.execute(_EMAILS_BY_MESSAGE_ID, {"mids": mids[start : start + _CHUNK]})
-        ids.update({(a, m): i for a, m, i in found.all() if (a, m) in wanted})
+        found = _EMAILS_BY_MESSAGE_ID.rows(connection, {"mids": mids[start : start + _CHUNK]})
+        ids.update({(a, m): i for a, m, i in found if (a, m) in wanted})
     return ids
 
 
-# The statements of the group commit, built once: building a statement
-# and computing its cache key cost more CPU per batch than running it.
-# An IN list is an expanding parameter, so its values are not part of the
-# cache key either.
-_EMAILS_BY_MESSAGE_ID = select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
-    _EMAILS.c.message_id.in_(bindparam("mids", expanding=True))
+# The statements of the group commit, each compiled once per dialect and
+# size and run on the driver (mailsms.store.prepared): through
+# Connection.execute, SQLAlchemy's per-execution work was half of a
+# round's CPU, spent holding SQLite's write lock.
+_EMAIL_COLUMNS = (
+    "message_id",
+    "mail_from",
+    "from_address",
+    "subject",
+    "received_at",
+    "peer",
+    "size",
+    "recipients",
+    "disposition",
+    "reason",
+    "attachments",
+    "thread_references",
+    "headers",
+    "auth_results",
 )
-_INSERT_EMAILS = insert(_EMAILS).returning(
-    _EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id
+_SMS_COLUMNS = (
+    "uid",
+    "email_id",
+    "sender",
+    "to_number",
+    "from_number",
+    "text",
+    "encoding",
+    "segments",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "deadline_at",
+    "created_at",
+    "updated_at",
 )
-_INSERT_SMS = insert(_SMS)
-_INSERT_QUEUED_EVENTS = insert(_EVENTS).from_select(
-    ["sms_id", "status", "at", "detail"],
-    select(
-        _SMS.c.id,
-        literal(SmsStatus.QUEUED, _EVENTS.c.status.type),
-        _SMS.c.created_at,
-        bindparam("detail", type_=_EVENTS.c.detail.type),
+_PAIR_COLUMNS = ("number", "phone", "sender", "email_id", "updated_at")
+_EMAILS_BY_MESSAGE_ID = Prepared(
+    lambda n: select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
+        _EMAILS.c.message_id.in_(listed("mids", n))
+    ),
+    listed="mids",
+)
+_INSERT_EMAILS = Prepared(
+    lambda n: (
+        insert(_EMAILS)
+        .values(row_values(_EMAIL_COLUMNS, n))
+        .returning(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id)
     )
-    .where(_SMS.c.uid.in_(bindparam("uids", expanding=True)))
-    .order_by(_SMS.c.id),
 )
-_PAIRS_OF_PHONES = select(_PAIRS).where(_PAIRS.c.phone.in_(bindparam("phones", expanding=True)))
-_UPDATE_PAIRS = (
-    update(_PAIRS)
-    .where(_PAIRS.c.id == bindparam("b_id"))
-    .values(
-        sender=bindparam("b_sender"),
-        email_id=bindparam("b_email"),
-        updated_at=bindparam("b_at"),
+_INSERT_SMS = Prepared(lambda n: insert(_SMS).values(row_values(_SMS_COLUMNS, n)))
+_INSERT_QUEUED_EVENTS = Prepared(
+    lambda n: insert(_EVENTS).from_select(
+        ["sms_id", "status", "at", "detail"],
+        select(
+            _SMS.c.id,
+            literal(SmsStatus.QUEUED, _EVENTS.c.status.type),
+            _SMS.c.created_at,
+            bindparam("detail", type_=_EVENTS.c.detail.type),
+        )
+        .where(_SMS.c.uid.in_(listed("uids", n)))
+        .order_by(_SMS.c.id),
+    ),
+    listed="uids",
+)
+_PAIRS_OF_PHONES = Prepared(
+    lambda n: select(
+        _PAIRS.c.phone,
+        _PAIRS.c.number,
+        _PAIRS.c.sender,
+        _PAIRS.c.email_id,
+        _PAIRS.c.updated_at,
+        _PAIRS.c.id,
+    ).where(_PAIRS.c.phone.in_(listed("phones", n))),
+    listed="phones",
+)
+_UPDATE_PAIRS = Prepared(
+    lambda _: (
+        update(_PAIRS)
+        .where(_PAIRS.c.id == bindparam("b_id"))
+        .values(
+            sender=bindparam("b_sender"),
+            email_id=bindparam("b_email"),
+            updated_at=bindparam("b_at"),
+        )
     )
 )
-_INSERT_PAIRS = insert(_PAIRS)
+_INSERT_PAIRS = Prepared(lambda n: insert(_PAIRS).values(row_values(_PAIR_COLUMNS, n)))
 _UIDS_OF_EMAIL = select(_SMS.c.uid).where(_SMS.c.email_id == bindparam("email_id"))
 
 
@@ -1111,12 +1178,12 @@ def _claim_due(connection: Connection, now: datetime, limit: int, lease_until: d
     sending = [row for row in claimed if row.id not in opted_out]
     refused = sorted(opted_out)
     if refused:
-        connection.execute(_REFUSE_OPTED_OUT, {"ids": refused, "now": now})
+        _REFUSE_OPTED_OUT.rows(connection, {"ids": refused, "now": now})
     # One INSERT ... SELECT per kind of event, in id order like the
     # rows: no parameters or time conversions per event.
     if sending:
-        connection.execute(
-            _INSERT_CLAIM_EVENTS,
+        _INSERT_CLAIM_EVENTS.rows(
+            connection,
             {
                 "ids": [_id(row.id) for row in sending],
                 "e_status": SmsStatus.SENDING,
@@ -1125,8 +1192,8 @@ def _claim_due(connection: Connection, now: datetime, limit: int, lease_until: d
             },
         )
     if refused:
-        connection.execute(
-            _INSERT_CLAIM_EVENTS,
+        _INSERT_CLAIM_EVENTS.rows(
+            connection,
             {
                 "ids": refused,
                 "e_status": SmsStatus.FAILED,
@@ -1176,8 +1243,8 @@ def _record_outcomes(connection: Connection, outcomes: Sequence[SmsOutcome]) -> 
     # A Connection, not a Session, and statements built once per shape
     # (see _outcome_update): as in the group commit.
     for shape, rows in shapes.items():
-        connection.execute(_outcome_update(shape), rows)
-    connection.execute(_INSERT_EVENTS, events)
+        _outcome_update(shape).many(connection, rows)
+    _INSERT_EVENTS.insert_many(connection, events)
 
 
 def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
@@ -1218,8 +1285,8 @@ def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> lis
     # key, unique within ``fresh`` (see _insert_queued_sms).
     email_ids: dict[int, int] = {}
     if fresh:
-        inserted = connection.execute(_INSERT_EMAILS, [_email_values(batch[i]) for i in fresh])
-        by_key = {(a, m): i for a, m, i in inserted.all()}
+        inserted = _INSERT_EMAILS.insert_rows(connection, [_email_values(batch[i]) for i in fresh])
+        by_key = {(a, m): i for a, m, i in inserted}
         email_ids = {i: by_key[batch[i].from_address, batch[i].message_id] for i in fresh}
 
     # 3. From-numbers: one read of the conversations of every phone in the
@@ -1229,10 +1296,10 @@ def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> lis
     ordered = sorted(phones)
     for start in range(0, len(ordered), _CHUNK):
         phone_chunk = ordered[start : start + _CHUNK]
-        for row in connection.execute(_PAIRS_OF_PHONES, {"phones": phone_chunk}).all():
-            pairs[row.phone][row.number] = _Pair(
-                row.number, row.sender, row.email_id, row.updated_at, row.id
-            )
+        for phone, number, sender, email_id, updated_at, row_id in _PAIRS_OF_PHONES.rows(
+            connection, {"phones": phone_chunk}
+        ):
+            pairs[phone][number] = _Pair(number, sender, email_id, updated_at, row_id)
     sms_values: list[dict[str, object]] = []
     uids_of: dict[int, list[str]] = {}
     for index in fresh:
@@ -1259,8 +1326,8 @@ def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> lis
     changed = [pair_of for by_number in pairs.values() for pair_of in by_number.values()]
     updates = [p for p in changed if p.dirty and p.row_id is not None]
     if updates:
-        connection.execute(
-            _UPDATE_PAIRS,
+        _UPDATE_PAIRS.many(
+            connection,
             [
                 {
                     "b_id": p.row_id,
@@ -1284,7 +1351,7 @@ def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> lis
         if p.dirty and p.row_id is None
     ]
     if inserts:
-        connection.execute(_INSERT_PAIRS, inserts)
+        _INSERT_PAIRS.insert_many(connection, inserts)
 
     # 5. The SMS and their "queued" events.
     _insert_queued_sms(connection, sms_values)
