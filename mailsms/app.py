@@ -1,7 +1,7 @@
 """The application: builds everything from the settings in one lifespan
 and owns the event loop (``mailsms serve``).
 
-Resources (database engine, worker threads, the httpx client, the carrier)
+Resources (database engine, worker threads, the carriers' HTTP client, the carrier)
 are created here, passed explicitly to the parts that use them, and closed
 here in reverse order.  No module keeps global state.
 """
@@ -22,7 +22,7 @@ from datetime import timedelta
 import uvicorn
 
 from mailsms.bounces import BounceNotifier
-from mailsms.carriers.http import carrier_client
+from mailsms.carriers.http import CarrierHttp
 from mailsms.carriers.registry import build_carrier, build_webhooks
 from mailsms.config import Settings, SettingsError
 from mailsms.dispatcher import Dispatcher, utcnow
@@ -238,9 +238,9 @@ class Gateway:
         self.runner = runner
         self._stack.callback(runner.close)
 
-        client = carrier_client(settings.carrier_timeout)
-        self._stack.push_async_callback(client.aclose)
-        carrier = build_carrier(settings, client)
+        http = CarrierHttp(settings.carrier_timeout)
+        self._stack.push_async_callback(http.aclose)
+        carrier = build_carrier(settings, http)
 
         committer = GroupCommit(runner)
         dispatcher = Dispatcher(

@@ -10,21 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-import httpx
-
 from mailsms.carriers.base import Carrier, WebhookAdapter
 from mailsms.carriers.console import ConsoleCarrier
+from mailsms.carriers.http import CarrierHttp
 from mailsms.carriers.twilio import TwilioCarrier, TwilioWebhooks
 from mailsms.config import Settings, SettingsError
 
-CarrierFactory = Callable[[Settings, httpx.AsyncClient], Carrier]
+CarrierFactory = Callable[[Settings, CarrierHttp], Carrier]
 
 
-def _console(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+def _console(settings: Settings, http: CarrierHttp) -> Carrier:
     return ConsoleCarrier(settings.console_outbox)
 
 
-def _twilio(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+def _twilio(settings: Settings, http: CarrierHttp) -> Carrier:
     if not settings.twilio_account_sid:
         raise SettingsError("invalid setting MAILSMS_TWILIO_ACCOUNT_SID: required for twilio")
     if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
@@ -33,7 +32,7 @@ def _twilio(settings: Settings, client: httpx.AsyncClient) -> Carrier:
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.get_secret_value(),
         api_url=settings.twilio_api_url,
-        client=client,
+        http=http,
     )
 
 
@@ -45,7 +44,7 @@ CARRIERS: Mapping[str, CarrierFactory] = MappingProxyType(
 )
 
 
-def build_carrier(settings: Settings, client: httpx.AsyncClient) -> Carrier:
+def build_carrier(settings: Settings, http: CarrierHttp) -> Carrier:
     """The adapter named by ``MAILSMS_CARRIER``, or a SettingsError."""
     factory = CARRIERS.get(settings.carrier)
     if factory is None:
@@ -53,7 +52,7 @@ def build_carrier(settings: Settings, client: httpx.AsyncClient) -> Carrier:
         raise SettingsError(
             f"invalid setting MAILSMS_CARRIER = {settings.carrier!r}: choose one of {names}"
         )
-    return factory(settings, client)
+    return factory(settings, http)
 
 
 WebhookFactory = Callable[[Settings], WebhookAdapter | None]

@@ -40,6 +40,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import httpx
 
 from mailsms.carriers.base import InboundSms, OutboundSms, SendResult, StatusReport
+from mailsms.carriers.http import CarrierHttp
 from mailsms.errors import PermanentFailure, TemporaryFailure
 
 __all__ = [
@@ -113,15 +114,16 @@ _DELIVERY_ERRORS: Final[Mapping[str, str]] = MappingProxyType(
 class TwilioCarrier:
     """Sends SMS through Twilio's Messages API.
 
-    The httpx client is shared and owned by the application (created in its
-    lifespan); this class never creates or closes one.  Timeouts are whatever
-    that client was configured with.
+    The HTTP client (:class:`mailsms.carriers.http.CarrierHttp`) is shared
+    and owned by the application (created in its lifespan); this class never
+    creates or closes one.  Timeouts are whatever that client was configured
+    with.
     """
 
     name = "twilio"
 
     def __init__(
-        self, *, account_sid: str, auth_token: str, api_url: str, client: httpx.AsyncClient
+        self, *, account_sid: str, auth_token: str, api_url: str, http: CarrierHttp
     ) -> None:
         if not account_sid:
             raise ValueError("Twilio account_sid must not be empty")
@@ -134,7 +136,7 @@ class TwilioCarrier:
         self._authorization = f"Basic {basic}"
         # Kept only to scrub it from any text we build out of a response.
         self._auth_token = auth_token
-        self._client = client
+        self._http = http
         # Parsed once (httpx parses a URL string on every request).
         self._messages_url = httpx.URL(
             f"{api_url.rstrip('/')}/{API_VERSION}/Accounts/"
@@ -164,7 +166,7 @@ class TwilioCarrier:
 
         try:
             # The form encoded here as httpx's data= would (urlencode, UTF-8).
-            response = await self._client.post(
+            response = await self._http.post(
                 self._messages_url, content=urlencode(form).encode("ascii"), headers=headers
             )
         except httpx.TimeoutException as exc:

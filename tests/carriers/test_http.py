@@ -1,6 +1,7 @@
 """The carriers' HTTP client (mailsms.carriers.http) over real sockets on
-127.0.0.1: requests arrive as httpx built them, and every way a carrier
-can fail surfaces as the httpx exception the adapters tell apart."""
+127.0.0.1: requests arrive as the adapters built them, nothing rides along
+from one request to the next, and every way a carrier can fail surfaces as
+the httpx exception the adapters tell apart."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from mailsms.carriers.http import carrier_client
+from mailsms.carriers.http import USER_AGENT, CarrierHttp
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -39,38 +40,68 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
     return request_line, headers, body
 
 
-async def test_a_request_arrives_as_httpx_built_it() -> None:
+def answer_with(*answers: bytes) -> tuple[Behaviour, list[tuple[str, dict[str, str], bytes]]]:
+    """A server that answers one kept-alive connection's requests with
+    ``answers`` in turn, and the requests it saw."""
     seen: list[tuple[str, dict[str, str], bytes]] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(2):  # two requests on one kept-alive connection
+        for head in answers:
             seen.append(await read_request(reader))
             body = b'{"sid": "SM1", "status": "queued"}'
-            writer.write(
-                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            writer.write(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
         writer.close()
 
-    async with serve(answer) as url, carrier_client(5.0) as client:
-        for text in ("hello wörld & more", "second"):
-            response = await client.post(
+    return answer, seen
+
+
+CREATED = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+
+
+async def test_a_request_arrives_as_the_adapter_built_it() -> None:
+    answer, seen = answer_with(CREATED, CREATED)
+    auth = "Basic " + base64.b64encode(b"AC1:secret").decode()
+    async with serve(answer) as url, CarrierHttp(5.0) as http:
+        for body in (b"To=%2B14155551212&Body=hello+w%C3%B6rld+%26+more", b"Body=second"):
+            response = await http.post(
                 f"{url}/2010-04-01/Accounts/AC1/Messages.json",
-                data={"To": "+14155551212", "Body": text},
-                headers={"I-Twilio-Idempotency-Token": "sms-1"},
-                auth=("AC1", "secret"),
+                content=body,
+                headers={
+                    "Authorization": auth,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "I-Twilio-Idempotency-Token": "sms-1",
+                },
             )
             assert response.status_code == 201
             assert response.json() == {"sid": "SM1", "status": "queued"}
+            assert response.request.url.path == "/2010-04-01/Accounts/AC1/Messages.json"
 
     request_line, headers, body = seen[0]
     assert request_line == "POST /2010-04-01/Accounts/AC1/Messages.json HTTP/1.1"
     assert headers["content-type"] == "application/x-www-form-urlencoded"
-    assert headers["authorization"] == "Basic " + base64.b64encode(b"AC1:secret").decode()
+    assert headers["authorization"] == auth
     assert headers["i-twilio-idempotency-token"] == "sms-1"
+    assert headers["user-agent"] == USER_AGENT
     assert body == b"To=%2B14155551212&Body=hello+w%C3%B6rld+%26+more"
-    assert seen[1][2] == b"To=%2B14155551212&Body=second"
+    assert seen[1][2] == b"Body=second"
+
+
+async def test_cookies_are_not_replayed_and_redirects_not_followed() -> None:
+    # A carrier API is stateless: a cookie one answer sets must not ride
+    # along on the next SMS, and a redirect is an answer to report.
+    answer, seen = answer_with(
+        CREATED + b"Set-Cookie: session=abc; Path=/\r\n",
+        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\n",
+        CREATED,
+    )
+    async with serve(answer) as url, CarrierHttp(5.0) as http:
+        statuses = [(await http.post(f"{url}/m", content=b"a=b", headers={})).status_code]
+        statuses.append((await http.post(f"{url}/m", content=b"a=c", headers={})).status_code)
+        statuses.append((await http.post(f"{url}/m", content=b"a=d", headers={})).status_code)
+    assert statuses == [201, 302, 201]
+    assert [request_line for request_line, _, _ in seen] == ["POST /m HTTP/1.1"] * 3
+    assert all("cookie" not in headers for _, headers, _ in seen)
 
 
 def closed_port() -> int:
@@ -120,9 +151,8 @@ async def test_failures_are_httpx_transport_errors(
     behaviour: Behaviour | None, expected: type[httpx.TransportError], timeout: bool
 ) -> None:
     async def attempt(url: str) -> None:
-        async with carrier_client(0.3) as client:
-            response = await client.post(f"{url}/x", data={"a": "b"})
-            await response.aread()
+        async with CarrierHttp(0.3) as http:
+            await http.post(f"{url}/x", content=b"a=b", headers={})
 
     with pytest.raises(expected) as caught:
         if behaviour is None:

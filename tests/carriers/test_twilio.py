@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from mailsms.carriers.base import Carrier, OutboundSms
-from mailsms.carriers.http import carrier_client
+from mailsms.carriers.http import CarrierHttp
 from mailsms.carriers.twilio import (
     IDEMPOTENCY_HEADER,
     TwilioCarrier,
@@ -53,20 +53,20 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[CarrierHttp]:
     # The client the application gives its carriers (aiohttp underneath).
-    async with carrier_client(5.0) as c:
+    async with CarrierHttp(5.0) as c:
         yield c
 
 
 def carrier_for(
-    server: FakeTwilio, client: httpx.AsyncClient, *, auth_token: str | None = None
+    server: FakeTwilio, client: CarrierHttp, *, auth_token: str | None = None
 ) -> TwilioCarrier:
     return TwilioCarrier(
         account_sid=server.account_sid,
         auth_token=server.auth_token if auth_token is None else auth_token,
         api_url=server.url,
-        client=client,
+        http=client,
     )
 
 
@@ -74,7 +74,7 @@ def carrier_for(
 
 
 async def test_send_records_sid_and_fields(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     carrier: Carrier = carrier_for(fake_twilio, client)
     assert carrier.name == "twilio"
@@ -97,7 +97,7 @@ async def test_send_records_sid_and_fields(
     assert request.header(IDEMPOTENCY_HEADER) == "sms-0001"
 
 
-async def test_send_uses_basic_auth(fake_twilio: FakeTwilio, client: httpx.AsyncClient) -> None:
+async def test_send_uses_basic_auth(fake_twilio: FakeTwilio, client: CarrierHttp) -> None:
     await carrier_for(fake_twilio, client).send(make_sms())
 
     [request] = fake_twilio.requests
@@ -108,7 +108,7 @@ async def test_send_uses_basic_auth(fake_twilio: FakeTwilio, client: httpx.Async
 
 
 async def test_status_callback_only_when_given(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     carrier = carrier_for(fake_twilio, client)
     await carrier.send(make_sms(sms_id="a"))
@@ -120,7 +120,7 @@ async def test_status_callback_only_when_given(
 
 
 async def test_unicode_body_is_form_encoded_as_utf8(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     text = "Grüße & ünïcödé = 100% 👍"
     await carrier_for(fake_twilio, client).send(make_sms(text=text, encoding="UCS-2"))
@@ -131,13 +131,13 @@ async def test_unicode_body_is_form_encoded_as_utf8(
 
 
 async def test_api_url_trailing_slash_is_tolerated(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     carrier = TwilioCarrier(
         account_sid=fake_twilio.account_sid,
         auth_token=fake_twilio.auth_token,
         api_url=fake_twilio.url + "/",
-        client=client,
+        http=client,
     )
     await carrier.send(make_sms())
     assert len(fake_twilio.requests) == 1
@@ -147,14 +147,14 @@ async def test_api_url_trailing_slash_is_tolerated(
 
 
 async def test_missing_from_is_permanent_and_sends_nothing(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     with pytest.raises(PermanentFailure, match="no From number configured"):
         await carrier_for(fake_twilio, client).send(make_sms(from_=None))
     assert fake_twilio.attempts == 0
 
 
-async def test_503_is_temporary(fake_twilio: FakeTwilio, client: httpx.AsyncClient) -> None:
+async def test_503_is_temporary(fake_twilio: FakeTwilio, client: CarrierHttp) -> None:
     fake_twilio.script(503)
     carrier = carrier_for(fake_twilio, client)
 
@@ -169,7 +169,7 @@ async def test_503_is_temporary(fake_twilio: FakeTwilio, client: httpx.AsyncClie
 
 
 async def test_500_without_json_is_temporary(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     fake_twilio.script(ScriptedResponse(502, body=b"<html>Bad Gateway</html>"))
     with pytest.raises(TemporaryFailure, match="502") as info:
@@ -178,7 +178,7 @@ async def test_500_without_json_is_temporary(
 
 
 async def test_429_honours_retry_after_seconds(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     fake_twilio.script(ScriptedResponse(429, headers={"Retry-After": "7"}))
     with pytest.raises(TemporaryFailure) as info:
@@ -188,7 +188,7 @@ async def test_429_honours_retry_after_seconds(
 
 
 async def test_429_honours_retry_after_http_date(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     when = datetime.now(UTC) + timedelta(seconds=120)
     fake_twilio.script(
@@ -201,7 +201,7 @@ async def test_429_honours_retry_after_http_date(
 
 
 async def test_invalid_to_is_permanent_with_twilio_code_and_message(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     # No script: the fake itself rejects a To that is not E.164, as Twilio does.
     with pytest.raises(PermanentFailure) as info:
@@ -213,7 +213,7 @@ async def test_invalid_to_is_permanent_with_twilio_code_and_message(
 
 
 async def test_scripted_400_is_permanent(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     fake_twilio.script(
         ScriptedResponse(400, code=21610, message="Attempt to send to unsubscribed recipient")
@@ -225,7 +225,7 @@ async def test_scripted_400_is_permanent(
 
 
 async def test_wrong_token_is_permanent_and_never_shows_the_token(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    fake_twilio: FakeTwilio, client: CarrierHttp, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "wrong-secret-token-5f2a9c"
     carrier = carrier_for(fake_twilio, client, auth_token=secret)
@@ -243,7 +243,7 @@ async def test_wrong_token_is_permanent_and_never_shows_the_token(
 
 
 async def test_forbidden_is_permanent_credentials_failure(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     fake_twilio.script(ScriptedResponse(403, code=20403, message="Forbidden"))
     with pytest.raises(PermanentFailure, match="refused the credentials"):
@@ -251,7 +251,7 @@ async def test_forbidden_is_permanent_credentials_failure(
 
 
 async def test_token_echoed_by_a_proxy_is_scrubbed(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     fake_twilio.script(
         ScriptedResponse(400, body=f"bad request for {fake_twilio.auth_token}".encode())
@@ -267,14 +267,14 @@ async def test_token_echoed_by_a_proxy_is_scrubbed(
     [b"not json", b"[]", b'{"status": "queued"}', b'{"sid": ""}', b'{"sid": 42}'],
 )
 async def test_malformed_success_body_is_temporary(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient, body: bytes
+    fake_twilio: FakeTwilio, client: CarrierHttp, body: bytes
 ) -> None:
     fake_twilio.script(ScriptedResponse(201, body=body))
     with pytest.raises(TemporaryFailure, match="without a message sid"):
         await carrier_for(fake_twilio, client).send(make_sms())
 
 
-async def test_connection_refused_is_temporary(client: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_temporary(client: CarrierHttp) -> None:
     # Take a free port and release it, so nothing listens there.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -283,7 +283,7 @@ async def test_connection_refused_is_temporary(client: httpx.AsyncClient) -> Non
         account_sid="AC" + "0" * 32,
         auth_token="tok",
         api_url=f"http://127.0.0.1:{port}",
-        client=client,
+        http=client,
     )
     with pytest.raises(TemporaryFailure, match="could not reach Twilio"):
         await carrier.send(make_sms())
@@ -291,19 +291,19 @@ async def test_connection_refused_is_temporary(client: httpx.AsyncClient) -> Non
 
 async def test_timeout_is_temporary(fake_twilio: FakeTwilio) -> None:
     fake_twilio.script(ScriptedResponse(201, delay=2.0))
-    async with carrier_client(0.2) as short:
+    async with CarrierHttp(0.2) as short:
         with pytest.raises(TemporaryFailure, match="did not answer in time"):
             await carrier_for(fake_twilio, short).send(make_sms())
 
 
-async def test_slow_server_within_timeout_succeeds(client: httpx.AsyncClient) -> None:
+async def test_slow_server_within_timeout_succeeds(client: CarrierHttp) -> None:
     with FakeTwilio(delay=0.2) as server:
         result = await carrier_for(server, client).send(make_sms())
         assert result.carrier_id == (await server.wait_for_async(1))[0].sid
 
 
 async def test_concurrent_sends_each_get_their_own_sid(
-    fake_twilio: FakeTwilio, client: httpx.AsyncClient
+    fake_twilio: FakeTwilio, client: CarrierHttp
 ) -> None:
     carrier = carrier_for(fake_twilio, client)
     results = await asyncio.gather(
@@ -320,11 +320,11 @@ async def test_concurrent_sends_each_get_their_own_sid(
 
 
 def test_constructor_rejects_empty_credentials() -> None:
-    client = httpx.AsyncClient()
+    client = CarrierHttp(1.0)
     with pytest.raises(ValueError, match="auth_token"):
-        TwilioCarrier(account_sid="AC1", auth_token="", api_url="http://x", client=client)
+        TwilioCarrier(account_sid="AC1", auth_token="", api_url="http://x", http=client)
     with pytest.raises(ValueError, match="account_sid"):
-        TwilioCarrier(account_sid="", auth_token="t", api_url="http://x", client=client)
+        TwilioCarrier(account_sid="", auth_token="t", api_url="http://x", http=client)
 
 
 # --- the fake itself ------------------------------------------------------------
