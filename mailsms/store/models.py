@@ -82,10 +82,10 @@ class InboundEmail(SQLModel, table=True):
     __tablename__ = "emails"
     __table_args__ = (
         # The same Message-ID from the same author is one message: a client
-        # that retries after a lost 250 must not text twice.
+        # that retries after a lost 250 must not text twice.  Its index is
+        # also how the group commit looks a batch's Message-IDs up (per
+        # author, one IN list).
         UniqueConstraint("from_address", "message_id", name="uq_emails_author_msgid"),
-        # The group commit looks a batch's Message-IDs up with one IN list.
-        Index("ix_emails_message_id", "message_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -1077,15 +1077,22 @@ _CHUNK = 500
 def _email_ids(
     connection: Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
-    """Stored emails by their (author, Message-ID) key: one IN list over the
-    Message-ID index per chunk, the author compared here.  (SQLite scans the
-    whole table for the row-value form ``(author, id) IN (VALUES ...)``.)"""
-    wanted = set(keys)
-    mids = sorted({mid for _, mid in keys})
+    """Stored emails by their (author, Message-ID) key: per author, one IN
+    list over the unique (author, Message-ID) index per chunk.  A batch
+    holds one author or a few (a relay's users), so this is a statement or
+    a few per round; a separate Message-ID index would cost every email one
+    more index insert, and the row-value form ``(author, id) IN (VALUES
+    ...)`` makes SQLite scan the whole table."""
+    by_author: dict[str, list[str]] = {}
+    for author, mid in sorted(set(keys)):
+        by_author.setdefault(author, []).append(mid)
     ids: dict[tuple[str, str], int] = {}
-    for start in range(0, len(mids), _CHUNK):
-        found = _EMAILS_BY_MESSAGE_ID.rows(connection, {"mids": mids[start : start + _CHUNK]})
-        ids.update({(a, m): i for a, m, i in found if (a, m) in wanted})
+    for author, mids in by_author.items():
+        for start in range(0, len(mids), _CHUNK):
+            found = _EMAILS_BY_KEY.rows(
+                connection, {"author": author, "mids": mids[start : start + _CHUNK]}
+            )
+            ids.update({(author, m): i for m, i in found})
     return ids
 
 
@@ -1126,9 +1133,10 @@ _SMS_COLUMNS = (
     "updated_at",
 )
 _PAIR_COLUMNS = ("number", "phone", "sender", "email_id", "updated_at")
-_EMAILS_BY_MESSAGE_ID = Prepared(
-    lambda n: select(_EMAILS.c.from_address, _EMAILS.c.message_id, _EMAILS.c.id).where(
-        _EMAILS.c.message_id.in_(listed("mids", n))
+_EMAILS_BY_KEY = Prepared(
+    lambda n: select(_EMAILS.c.message_id, _EMAILS.c.id).where(
+        _EMAILS.c.from_address == bindparam("author"),
+        _EMAILS.c.message_id.in_(listed("mids", n)),
     ),
     listed="mids",
 )
