@@ -237,6 +237,7 @@ class Gateway:
         runner = DbRunner(Store(engine))
         self.runner = runner
         self._stack.callback(runner.close)
+        await runner.call(runner.store.prepare)
 
         http = CarrierHttp(settings.carrier_timeout)
         self._stack.push_async_callback(http.aclose)

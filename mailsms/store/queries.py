@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Dialect,
     Engine,
     Executable,
     Integer,
@@ -224,6 +225,12 @@ class Store(AbuseQueries):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def prepare(self) -> None:
+        """Compile the hot paths' statements for this database now, at
+        start-up, rather than in the first group-commit rounds (see
+        :func:`_prepare_statements`)."""
+        _prepare_statements(self.engine.dialect)
 
     # --- health -----------------------------------------------------------
     def ping(self) -> None:
@@ -1186,6 +1193,28 @@ _UPDATE_PAIRS = Prepared(
 )
 _INSERT_PAIRS = Prepared(lambda n: insert(_PAIRS).values(row_values(_PAIR_COLUMNS, n)))
 _UIDS_OF_EMAIL = select(_SMS.c.uid).where(_SMS.c.email_id == bindparam("email_id"))
+
+
+def _prepare_statements(dialect: Dialect) -> None:
+    """Compile the group commit's statements in the sizes a busy gateway
+    uses (IN lists and multi-row INSERT pieces of 1 to 64): under 0.1 s of
+    CPU once per process, instead of compiles of 1-27 ms each inside the
+    write lock of the first rounds that meet a new size."""
+    sizes = [1 << i for i in range(7)]
+    for listed_or_pieces in (
+        _EMAILS_BY_KEY,
+        _INSERT_EMAILS,
+        _INSERT_QUEUED_EVENTS,
+        _PAIRS_OF_PHONES,
+        _SMS_LEASE.take,
+        _INSERT_CLAIM_EVENTS,
+    ):
+        listed_or_pieces.warm(dialect, sizes)
+    due = _SMS_LEASE.due_skip_locked if dialect.name == "postgresql" else _SMS_LEASE.due
+    for single in (due, _UPDATE_PAIRS):
+        single.warm(dialect, [0])
+    for one_row in (_INSERT_SMS, _INSERT_PAIRS, _INSERT_EVENTS):
+        one_row.warm(dialect, [1], suffix="_0")
 
 
 def _outcome_or_error(fn: Callable[..., T], *args: Any) -> T | Exception:

@@ -117,15 +117,21 @@ def test_in_lists_of_any_length_find_each_row_once(engine: Engine) -> None:
             BY_UID.rows(connection, {"uids": []})
 
 
-def test_multi_row_insert_in_chunks_returns_every_id(engine: Engine) -> None:
-    count = 2 * MAX_ROWS + 7
+def test_multi_row_inserts_of_any_count_return_every_id(engine: Engine) -> None:
+    insert_sms = Prepared(INSERT._build)  # its own compiled forms, counted below
+    counts = [*range(1, MAX_ROWS + 2), 2 * MAX_ROWS + 7]
+    ids: set[int] = set()
     with engine.begin() as connection:
-        returned = INSERT.insert_rows(connection, [sms_row(i) for i in range(count)])
-    ids = {row_id for row_id, _ in returned}
-    assert len(ids) == count
+        for count in counts:
+            returned = insert_sms.insert_rows(connection, [sms_row(i) for i in range(count)])
+            assert len({row_id for row_id, _ in returned}) == count
+            ids.update(row_id for row_id, _ in returned)
     with engine.connect() as connection:
         stored = set(connection.scalars(select(SMS.c.id)))
-    assert stored == ids
+    assert stored == ids and len(ids) == sum(counts)
+    # Pieces of a power of two rows: seven forms (1 to 64 rows), not one
+    # compile, of up to tens of milliseconds, per row count.
+    assert len(insert_sms._forms) == 7
 
 
 def test_executemany_forms_take_rows_keyed_by_column(engine: Engine) -> None:
@@ -166,3 +172,15 @@ def test_a_statement_sqlalchemy_renders_at_execution_is_refused() -> None:
     engine = make_engine("sqlite://")
     with engine.connect() as connection, pytest.raises(TypeError, match="listed"):
         refused.rows(connection, {})
+
+
+def test_warm_compiles_ahead_of_use(engine: Engine) -> None:
+    statement = Prepared(BY_UID._build, listed="uids")
+    statement.warm(engine.dialect, [1, 2, 4])
+    assert len(statement._forms) == 3
+    rows = [sms_row(i) for i in range(3)]
+    with engine.begin() as connection:
+        INSERT.insert_rows(connection, rows)
+    with engine.connect() as connection:
+        found = statement.rows(connection, {"uids": [str(r["uid"]) for r in rows]})
+    assert len(found) == 3 and len(statement._forms) == 3  # the warmed form of 4

@@ -20,7 +20,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlmodel import SQLModel
 
-from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate, queries
+from mailsms.store import AcceptedEmail, NewSms, Store, make_engine, migrate, prepared, queries
 from mailsms.store.db import write_turn
 from mailsms.store.models import InboundStatus, OutboundSms, SmsStatus
 from mailsms.store.queries import (
@@ -168,10 +168,11 @@ def test_a_message_id_committed_elsewhere_mid_batch_costs_the_others_nothing(
         assert [e.status for e in store.sms_events(_sms_id(row.id))] == ["queued"]
 
 
-def test_a_group_commit_runs_as_many_statements_for_50_emails_as_for_5(tmp_path: Path) -> None:
+def test_a_group_commit_runs_as_many_statements_for_64_emails_as_for_4(tmp_path: Path) -> None:
     """Set-based: the statements of a batch do not grow with its size (an
     INSERT ... RETURNING in parameter order once meant one INSERT per row
-    on SQLite)."""
+    on SQLite).  The emails' multi-row INSERT goes in pieces of a power of
+    two rows (mailsms.store.prepared), so 63 emails take five more."""
     store = new_store(tmp_path)
     store.enqueue([accepted("alice@corp.example", "<warm@x>", "+14155551212")])
     statements: list[str] = []
@@ -181,7 +182,7 @@ def test_a_group_commit_runs_as_many_statements_for_50_emails_as_for_5(tmp_path:
 
     event.listen(store.engine, "before_cursor_execute", record)
     counts = []
-    for size in (5, 50):
+    for size in (4, 64, 63):
         statements.clear()
         store.enqueue(
             [accepted("alice@corp.example", f"<{size}.{i}@x>", "+14155551212") for i in range(size)]
@@ -189,7 +190,35 @@ def test_a_group_commit_runs_as_many_statements_for_50_emails_as_for_5(tmp_path:
         counts.append(len(statements))
     event.remove(store.engine, "before_cursor_execute", record)
     assert counts[0] == counts[1] <= 6, counts
-    assert len(store.list_sms()) == 56
+    assert counts[2] == counts[0] + 5, counts  # 32 + 16 + 8 + 4 + 2 + 1
+    assert sum(store.count_by_status().values()) == 1 + 4 + 64 + 63
+
+
+def test_prepared_at_start_the_hot_paths_compile_nothing_while_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compile costs milliseconds inside the write lock: Store.prepare (run
+    # by the gateway at start-up) does them all before the first email.
+    store = new_store(tmp_path)
+    store.prepare()
+    compiled: list[str] = []
+    real = prepared._compile
+
+    def counting(statement: Any, dialect: Any, suffix: str = "") -> Any:
+        compiled.append(str(statement)[:40])
+        return real(statement, dialect, suffix)
+
+    monkeypatch.setattr(prepared, "_compile", counting)
+    for size in (1, 6, 23, 64):
+        store.enqueue(
+            [
+                accepted(f"s{i % 3}@corp.example", f"<{size}.{i}@x>", f"+1415555{i:04d}")
+                for i in range(size)
+            ]
+        )
+        claim = store.claim_due(NOW + timedelta(seconds=1), size, NOW + timedelta(minutes=2))
+        assert len(claim.rows) == size
+    assert compiled == []
 
 
 def test_a_claim_and_its_record_run_as_many_statements_for_50_sms_as_for_5(
