@@ -1062,7 +1062,8 @@ def _insert_queued_sms(
     connection: Connection, rows: Sequence[dict[str, object]], detail: str | None = None
 ) -> None:
     """Insert SMS rows and their first ("queued") events: one executemany
-    and one INSERT ... SELECT (per 500 rows), whatever the number of rows."""
+    and one INSERT ... SELECT (per 512 rows, see mailsms.store.prepared),
+    whatever the number of rows."""
     if not rows:
         return
     _INSERT_SMS.insert_many(connection, rows)
@@ -1071,21 +1072,14 @@ def _insert_queued_sms(
     # SQLite one INSERT per row), and no parameters or time conversions
     # per event.  In id order, as one INSERT per SMS would number them.
     uids = [values["uid"] for values in rows]
-    for start in range(0, len(uids), _CHUNK):
-        _INSERT_QUEUED_EVENTS.rows(
-            connection, {"uids": uids[start : start + _CHUNK], "detail": detail}
-        )
-
-
-_CHUNK = 500
-"""Values per IN (...) list: well under every database's parameter limit."""
+    _INSERT_QUEUED_EVENTS.rows(connection, {"uids": uids, "detail": detail})
 
 
 def _email_ids(
     connection: Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
     """Stored emails by their (author, Message-ID) key: per author, one IN
-    list over the unique (author, Message-ID) index per chunk.  A batch
+    list over the unique (author, Message-ID) index.  A batch
     holds one author or a few (a relay's users), so this is a statement or
     a few per round; a separate Message-ID index would cost every email one
     more index insert, and the row-value form ``(author, id) IN (VALUES
@@ -1095,11 +1089,8 @@ def _email_ids(
         by_author.setdefault(author, []).append(mid)
     ids: dict[tuple[str, str], int] = {}
     for author, mids in by_author.items():
-        for start in range(0, len(mids), _CHUNK):
-            found = _EMAILS_BY_KEY.rows(
-                connection, {"author": author, "mids": mids[start : start + _CHUNK]}
-            )
-            ids.update({(author, m): i for m, i in found})
+        found = _EMAILS_BY_KEY.rows(connection, {"author": author, "mids": mids})
+        ids.update({(author, m): i for m, i in found})
     return ids
 
 
@@ -1265,6 +1256,8 @@ def _claim_due(connection: Connection, now: datetime, limit: int, lease_until: d
 
 def _record_outcomes(connection: Connection, outcomes: Sequence[SmsOutcome]) -> None:
     """:meth:`Store.record_outcomes` inside the caller's transaction."""
+    if not outcomes:
+        return
     # Outcomes of the same shape (usually all "sent") share one
     # executemany: an UPDATE statement per SMS costs more than the send.
     shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
@@ -1297,8 +1290,6 @@ def _record_outcomes(connection: Connection, outcomes: Sequence[SmsOutcome]) -> 
                 "detail": outcome.detail,
             }
         )
-    if not outcomes:
-        return
     # A Connection, not a Session, and statements built once per shape
     # (see _outcome_update): as in the group commit.
     for shape, rows in shapes.items():
@@ -1308,8 +1299,10 @@ def _record_outcomes(connection: Connection, outcomes: Sequence[SmsOutcome]) -> 
 
 def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> list[EnqueueOutcome]:
     """Insert emails, allocate from-numbers, record conversations, insert
-    SMS and their first events, with one statement each whatever the size
-    of the batch (per 500 values of an IN list): look the Message-IDs up,
+    SMS and their first events, with a statement or a few each whatever
+    the size of the batch (one per author for the Message-ID lookup, per
+    512 values of an IN list, per power-of-two piece of a multi-row INSERT;
+    see mailsms.store.prepared): look the Message-IDs up,
     insert the emails, read the conversations, update and/or insert them,
     insert the SMS, insert their events.  An abuse-limit charge adds its
     own statements (mailsms.store.abuse)."""
@@ -1352,13 +1345,9 @@ def _insert_batch(connection: Connection, batch: Sequence[AcceptedEmail]) -> lis
     # batch, then allocation in order, so later emails see earlier ones.
     phones = {sms.to_number for i in fresh for sms in batch[i].sms if sms.from_number is None}
     pairs: dict[str, dict[str, _Pair]] = {phone: {} for phone in phones}
-    ordered = sorted(phones)
-    for start in range(0, len(ordered), _CHUNK):
-        phone_chunk = ordered[start : start + _CHUNK]
-        for phone, number, sender, email_id, updated_at, row_id in _PAIRS_OF_PHONES.rows(
-            connection, {"phones": phone_chunk}
-        ):
-            pairs[phone][number] = _Pair(number, sender, email_id, updated_at, row_id)
+    found = _PAIRS_OF_PHONES.rows(connection, {"phones": sorted(phones)}) if phones else []
+    for phone, number, sender, email_id, updated_at, row_id in found:
+        pairs[phone][number] = _Pair(number, sender, email_id, updated_at, row_id)
     sms_values: list[dict[str, object]] = []
     uids_of: dict[int, list[str]] = {}
     for index in fresh:

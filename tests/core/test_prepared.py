@@ -19,35 +19,8 @@ from mailsms.store.prepared import MAX_LIST, MAX_ROWS, Prepared, listed, row_val
 from tests.core.test_postgres import pg_schema_url  # noqa: F401 - a fixture
 
 SMS = OutboundSms.__table__  # type: ignore[attr-defined]
-COLUMNS = (
-    "uid",
-    "sender",
-    "to_number",
-    "from_number",
-    "text",
-    "encoding",
-    "segments",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "deadline_at",
-    "created_at",
-    "updated_at",
-)
 PLUS_2 = timezone(timedelta(hours=2))
 WHEN = datetime(2026, 11, 23, 4, 5, 6, 789012, tzinfo=UTC)
-
-INSERT = Prepared(
-    lambda n: insert(SMS).values(row_values(COLUMNS, n)).returning(SMS.c.id, SMS.c.created_at)
-)
-BY_UID = Prepared(
-    lambda n: (
-        select(SMS.c.uid, SMS.c.from_number, SMS.c.segments, SMS.c.next_attempt_at)
-        .where(SMS.c.uid.in_(listed("uids", n)))
-        .order_by(SMS.c.id)
-    ),
-    listed="uids",
-)
 
 
 def sms_row(i: int, when: datetime = WHEN) -> dict[str, object]:
@@ -67,6 +40,21 @@ def sms_row(i: int, when: datetime = WHEN) -> dict[str, object]:
         "created_at": when,
         "updated_at": when,
     }
+
+
+# The columns a test row has (an insert needs the same for every row).
+COLUMNS = tuple(sms_row(0))
+INSERT = Prepared(
+    lambda n: insert(SMS).values(row_values(COLUMNS, n)).returning(SMS.c.id, SMS.c.created_at)
+)
+BY_UID = Prepared(
+    lambda n: (
+        select(SMS.c.uid, SMS.c.from_number, SMS.c.segments, SMS.c.next_attempt_at)
+        .where(SMS.c.uid.in_(listed("uids", n)))
+        .order_by(SMS.c.id)
+    ),
+    listed="uids",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
