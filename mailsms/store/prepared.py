@@ -204,17 +204,19 @@ class Prepared:
 
     def many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per row of parameters (one executemany)."""
-        if not rows:
-            return
-        form = self._form(connection.dialect, 0)
-        connection.exec_driver_sql(form.sql, [form.params(row) for row in rows])
+        self._executemany(connection, rows, 0)
 
     def insert_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``rows`` (keyed by column) with one executemany of the
         one-row form (``build(1)``, made with :func:`row_values`)."""
+        self._executemany(connection, rows, 1, suffix="_0")
+
+    def _executemany(
+        self, connection: Connection, rows: Sequence[Mapping[str, Any]], size: int, suffix: str = ""
+    ) -> None:
         if not rows:
             return
-        form = self._form(connection.dialect, 1, suffix="_0")
+        form = self._form(connection.dialect, size, suffix)
         connection.exec_driver_sql(form.sql, [form.params(row) for row in rows])
 
     def insert_rows(
@@ -227,9 +229,6 @@ class Prepared:
         returned: list[tuple[Any, ...]] = []
         for start, size in _pieces(len(rows)):
             chunk = rows[start : start + size]
-            form = self._form(connection.dialect, size)
             flat = {f"{k}_{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
-            result = connection.exec_driver_sql(form.sql, form.params(flat))
-            if result.returns_rows:
-                returned.extend(form.convert(result.fetchall()))
+            returned.extend(self._run(connection, size, flat))
         return returned
