@@ -70,9 +70,9 @@ class Profile:
     name: str
     repeats: int = 3
     sessions: int = 20
-    baseline_messages: int = 4000
-    accept_messages: int = 800
-    e2e_messages: int = 500
+    messages: int = 4000
+    """Messages per run, the same for the bare baseline and every gateway
+    row: a short run measures start-up more than the steady state."""
     latency_seconds: float = 5.0
     latency_connections: int = 50
     latency_rate: float | None = None
@@ -91,9 +91,7 @@ PROFILES = {
     "full": Profile("full"),
     "quick": Profile(
         "quick",
-        baseline_messages=1500,
-        accept_messages=400,
-        e2e_messages=300,
+        messages=1500,
         latency_seconds=3.0,
         sweep_messages=150,
         drain_seconds=5.0,
@@ -102,9 +100,7 @@ PROFILES = {
         "smoke",
         repeats=1,
         sessions=4,
-        baseline_messages=40,
-        accept_messages=30,
-        e2e_messages=30,
+        messages=30,
         latency_seconds=0.5,
         latency_connections=4,
         latency_rate=40.0,
@@ -353,8 +349,8 @@ class Bench:
     def baseline_once(self) -> tuple[float, float]:
         """One run of the bare server: msg/s and its peak RSS in MB."""
         with Baseline() as srv:
-            result = self.load(srv.port, self.p.sessions, self.p.baseline_messages)
-            return self.p.baseline_messages / result.seconds, srv.peak_rss_mib() * 1.048576
+            result = self.load(srv.port, self.p.sessions, self.p.messages)
+            return self.p.messages / result.seconds, srv.peak_rss_mib() * 1.048576
 
     def measure_baseline(self) -> dict[str, Any]:
         runs, rss = [], []
@@ -638,12 +634,12 @@ class Bench:
             if "accept" in rows:
                 self.measure_mailsms(
                     "accept_sqlite", "mailsms accept only, SQLite durable (WAL, FULL)",
-                    "sqlite", False, self.p.accept_messages,
+                    "sqlite", False, self.p.messages,
                 )  # fmt: skip
             if "e2e" in rows:
                 self.measure_mailsms(
                     "e2e_sqlite", "mailsms end to end, SQLite, fake Twilio",
-                    "sqlite", True, self.p.e2e_messages,
+                    "sqlite", True, self.p.messages,
                 )  # fmt: skip
             if "postgres" in rows:
                 self.postgres_rows()
@@ -689,11 +685,10 @@ class Bench:
             return
         try:
             self.measure_mailsms(
-                "accept_postgres", labels["accept_postgres"], "postgres", False,
-                self.p.accept_messages,
-            )  # fmt: skip
+                "accept_postgres", labels["accept_postgres"], "postgres", False, self.p.messages
+            )
             self.measure_mailsms(
-                "e2e_postgres", labels["e2e_postgres"], "postgres", True, self.p.e2e_messages
+                "e2e_postgres", labels["e2e_postgres"], "postgres", True, self.p.messages
             )
         finally:
             self.drop_postgres()
