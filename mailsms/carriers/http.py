@@ -1,43 +1,43 @@
 """The HTTP client the carrier adapters share (HTTP/1.1, RFC 9112).
 
-Adapters speak httpx (``httpx.Request``, ``httpx.Response``, httpx's
-exceptions and timeouts) through :class:`CarrierHttp`; the connections
-underneath are aiohttp's, through the ``httpx-aiohttp`` transport.  Why
-aiohttp: httpcore's connection pool walks every pooled connection, and asks
-each socket whether it is readable, for every request it queues, so at the
-dispatcher's concurrency a hand-over cost 2.7 ms of CPU against 0.55 ms over
-aiohttp's pool (measured against the benchmark's fake carrier;
+Adapters speak httpx's vocabulary: they get an ``httpx.Response`` and see
+httpx's exceptions and timeouts.  The connections underneath are aiohttp's
+(one ``aiohttp.ClientSession`` with its connection pool), driven directly.
+
+Why aiohttp: httpcore's connection pool walks every pooled connection, and
+asks each socket whether it is readable, for every request it queues, so at
+the dispatcher's concurrency a hand-over cost 2.7 ms of CPU against 0.55 ms
+over aiohttp's pool (measured against the benchmark's fake carrier;
 encode/httpcore#1035 tracks the pool rewrite).
 
-Why not ``httpx.AsyncClient``: its layers (auth flows, redirects, the cookie
-jar, default headers merged per request, event hooks) cost 0.25 ms of CPU
-per request against the fake carrier, as much as the request itself, and a
-carrier API needs none of them.  Credentials are a ready header, a redirect
-from an API endpoint is an answer to report, not to follow, and a cookie one
-response sets must not ride along on the next SMS.  :class:`CarrierHttp`
-hands a request straight to the transport.
+Why no httpx client or transport on top: ``httpx.AsyncClient``'s layers
+(auth flows, redirects, the cookie jar, default headers merged per request,
+event hooks) cost 0.25 ms of CPU per request, as much as the request
+itself, and a carrier API needs none of them.  The ``httpx-aiohttp``
+transport then still cost 80 us per request in building an
+``httpx.Request`` only to take it apart again and in reading the answer
+through two layers of async iterators.  Credentials are a ready header, a
+redirect from an API endpoint is an answer to report, not to follow, and a
+cookie one response sets must not ride along on the next SMS.
 
-The transport's own error mapping blurs what the adapters must tell apart
-(a refused connection came out as ``ConnectTimeout``, a server that hung up
-after our request as ``ConnectTimeout`` too, and a malformed answer as an
-aiohttp exception), so :class:`CarrierTransport` maps aiohttp's exceptions
-onto httpx's family itself: every transport failure an adapter sees is an
-``httpx.TransportError``, and only a timeout is a ``TimeoutException``.
+aiohttp's exceptions blur what the adapters must tell apart (a refused
+connection and a server that hangs up are both connection errors), so they
+are mapped onto httpx's family here: every transport failure an adapter
+sees is an ``httpx.TransportError``, and only a timeout is a
+``TimeoutException``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from mailsms import __version__
 
-__all__ = ["USER_AGENT", "CarrierHttp", "CarrierTransport"]
+__all__ = ["USER_AGENT", "CarrierHttp"]
 
 USER_AGENT = f"mailsms/{__version__}"
 
@@ -56,68 +56,47 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 )
 
 
-@contextlib.contextmanager
-def _translated(request: httpx.Request) -> Iterator[None]:
-    """Raise aiohttp's failures inside the block as httpx's (see _ERRORS);
-    anything else passes through unchanged."""
-    try:
-        yield
-    except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
-        translated = _translate(exc, request)
-        if translated is None:
-            raise
-        raise translated from exc
-
-
-def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError | None:
-    """The httpx exception for an aiohttp failure (also when the library
-    already wrapped it: the original is its ``__cause__``), else None."""
-    cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
-    if cause is None:
-        return None
+def _translate(exc: BaseException, method: str, url: str) -> httpx.TransportError:
+    """The httpx exception for an aiohttp failure (the request it names is
+    built only here, on the error path)."""
+    request = httpx.Request(method, url)
     for aiohttp_type, httpx_type in _ERRORS:
-        if isinstance(cause, aiohttp_type):
-            return httpx_type(f"{type(cause).__name__}: {cause}", request=request)
-    return None
-
-
-class _TranslatedStream(httpx.AsyncByteStream):
-    """A response body whose read errors are translated like the request's."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
-        self._inner = inner
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _translated(self._request):
-            async for chunk in self._inner:
-                yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class CarrierTransport(AiohttpTransport):
-    """``httpx-aiohttp``'s transport with exact httpx exceptions."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _translated(request):
-            response = await super().handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _TranslatedStream(response.stream, request)
-        return response
+        if isinstance(exc, aiohttp_type):
+            return httpx_type(f"{type(exc).__name__}: {exc}", request=request)
+    return httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request)
 
 
 class CarrierHttp:
     """Sends the carrier adapters' requests: one connection pool, one
-    timeout for each phase of a request (connect, write, read, waiting for
-    a pooled connection).  The application owns it and closes it
-    (``aclose``) at shutdown."""
+    timeout for each phase of a request (getting a connection, pooled or
+    new, and each read of the answer).  The application owns it and closes
+    it (``aclose``) at shutdown."""
 
     def __init__(self, timeout: float, max_connections: int = 100) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
-        self._transport = CarrierTransport(limits=limits)
-        self._timeout = httpx.Timeout(timeout).as_dict()
+        self._max_connections = max_connections
+        # Each phase: connecting (with the wait for a pooled connection),
+        # and every read of the answer.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running event loop it belongs to.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=5.0,
+                # Verified against certifi's CAs, as httpx would.
+                ssl=httpx.create_ssl_context(),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=False,
+            )
+        return self._session
 
     async def request(
         self,
@@ -128,20 +107,29 @@ class CarrierHttp:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request and read its whole answer; any failure to get
-        one is an ``httpx.TransportError`` (see :class:`CarrierTransport`)."""
-        request = httpx.Request(
-            method,
-            url,
-            content=content,
-            headers={"User-Agent": USER_AGENT, **(headers or {})},
-            extensions={"timeout": self._timeout},
-        )
-        response = await self._transport.handle_async_request(request)
+        one is an ``httpx.TransportError``.  The response carries no
+        ``request`` (so no ``raise_for_status``): adapters judge the
+        status themselves."""
+        target = str(url)
         try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+            async with self._client().request(
+                method,
+                target,
+                data=content or None,
+                headers=headers,
+                allow_redirects=False,
+                compress=False,
+                timeout=self._timeout,
+            ) as answer:
+                body = await answer.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(exc, method, target) from exc
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode("latin-1", "replace")
+        return httpx.Response(
+            answer.status, headers=answer.raw_headers, content=body, extensions=extensions
+        )
 
     async def post(
         self, url: httpx.URL | str, *, content: bytes, headers: Mapping[str, str]
@@ -149,7 +137,9 @@ class CarrierHttp:
         return await self.request("POST", url, content=content, headers=headers)
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> CarrierHttp:
         return self

@@ -75,7 +75,8 @@ async def test_a_request_arrives_as_the_adapter_built_it() -> None:
             )
             assert response.status_code == 201
             assert response.json() == {"sid": "SM1", "status": "queued"}
-            assert response.request.url.path == "/2010-04-01/Accounts/AC1/Messages.json"
+            assert response.headers["content-type"] == "application/json"
+            assert response.reason_phrase == "Created"
 
     request_line, headers, body = seen[0]
     assert request_line == "POST /2010-04-01/Accounts/AC1/Messages.json HTTP/1.1"
