@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, bindparam, event, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailsms.store import make_engine, migrate
 from mailsms.store.models import OutboundSms
@@ -151,6 +151,56 @@ def test_errors_are_sqlalchemys_and_the_transaction_rolls_back(engine: Engine) -
         INSERT.insert_rows(connection, [dict(row)])  # the same uid again
     with engine.connect() as connection:
         assert connection.scalars(select(SMS.c.to_number)).all() == [row["to_number"]]
+
+
+def test_a_connection_that_died_is_invalidated_and_the_next_one_works(
+    pg_schema_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    # The server ends the session mid-transaction (a restart, a failover):
+    # the error is SQLAlchemy's and says the connection was invalidated, so
+    # the pool replaces it instead of handing a dead one to the next round.
+    engine = make_engine(pg_schema_url)
+    migrate(engine)
+    try:
+        with engine.connect() as connection:
+            connection.begin()
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError) as caught:
+                INSERT.insert_rows(connection, [sms_row(1)])
+            assert caught.value.connection_invalidated
+            assert connection.invalidated
+        with engine.begin() as connection:
+            [(row_id, _)] = INSERT.insert_rows(connection, [sms_row(2)])
+        assert isinstance(row_id, int)
+    finally:
+        engine.dispose()
+
+
+def test_sqlalchemys_cursor_events_still_see_each_statement(engine: Engine) -> None:
+    # With a listener (a test counting statements, a tracing tool), the
+    # statement runs through exec_driver_sql, which fires the events, and
+    # gives the same rows.
+    rows = [sms_row(i) for i in range(3)]
+    with engine.begin() as connection:
+        INSERT.insert_rows(connection, rows)
+    uids = [str(row["uid"]) for row in rows]
+    with engine.connect() as connection:
+        quiet = BY_UID.rows(connection, {"uids": uids})
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, sql: str, *args: object) -> None:
+        seen.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as connection:
+            heard = BY_UID.rows(connection, {"uids": uids})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert heard == quiet and [r[0] for r in heard] == uids
+    assert len(seen) == 1 and "IN" in seen[0]
 
 
 def test_a_statement_sqlalchemy_renders_at_execution_is_refused() -> None:
