@@ -38,6 +38,7 @@ from typing import Any
 
 from tests.bench import loadgen
 from tests.bench.procs import (
+    CLK_TCK,
     PYTHON,
     ROOT,
     Baseline,
@@ -115,6 +116,11 @@ PROFILES = {
 
 
 # --- helpers ---------------------------------------------------------------
+MIN_TICKS = 5
+"""CPU clock ticks (1/SC_CLK_TCK s each) a drain window must span to be
+measured on its own."""
+
+
 def median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -579,9 +585,11 @@ class Bench:
             gw.stop()
         start = next((s for s in samples if s[1] >= warm), samples[0])
         end = samples[-1]
-        if end[1] - start[1] <= 0:
-            # A queue this small drained before the first sample (smoke
-            # counts): measure from the spawn, start-up included.
+        if end[1] - start[1] <= 0 or end[2] - start[2] < MIN_TICKS / CLK_TCK:
+            # A queue this small drained before the first sample, or within
+            # too few of the kernel's CPU clock ticks to measure (smoke
+            # counts; a window of 0 ticks once read as 0 ms per SMS):
+            # measure from the spawn, start-up included.
             start = (spawned, 0, 0.0, 0.0)
         dcount = end[1] - start[1]
         if dcount <= 0:
