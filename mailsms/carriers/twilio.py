@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 from mailsms.carriers.base import InboundSms, OutboundSms, SendResult, StatusReport
-from mailsms.carriers.http import CarrierHttp
+from mailsms.carriers.http import CarrierHttp, form_body
 from mailsms.errors import PermanentFailure, TemporaryFailure
 
 __all__ = [
@@ -165,9 +165,8 @@ class TwilioCarrier:
         }
 
         try:
-            # The form encoded here as httpx's data= would (urlencode, UTF-8).
             response = await self._http.post(
-                self._messages_url, content=urlencode(form).encode("ascii"), headers=headers
+                self._messages_url, content=form_body(form), headers=headers
             )
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"Twilio did not answer in time ({type(exc).__name__})") from exc

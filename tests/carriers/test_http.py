@@ -10,11 +10,14 @@ import base64
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mailsms.carriers.http import USER_AGENT, CarrierHttp
+from mailsms.carriers.http import USER_AGENT, CarrierHttp, form_body
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -164,3 +167,16 @@ async def test_failures_are_httpx_transport_errors(
     # Only a timeout reads as "did not answer in time" to the adapters.
     assert isinstance(caught.value, httpx.TimeoutException) == timeout
     assert isinstance(caught.value, httpx.TransportError)
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text(), min_size=1, max_size=5))
+def test_form_bodies_read_back_as_the_fields(fields: dict[str, str]) -> None:
+    # Any text, including & = + ; % # and non-ASCII: a form parser gets
+    # back exactly the fields, in order.
+    body = form_body(fields).decode("ascii")
+    assert parse_qsl(body, keep_blank_values=True, strict_parsing=True) == list(fields.items())
+
+
+def test_a_form_body_encodes_what_would_split_it() -> None:
+    body = form_body({"To": "+14155551212", "Body": "a&b=c; 100% #1\nnew line, é"})
+    assert body == (b"To=%2B14155551212&Body=a%26b%3Dc%3B+100%25+%231%0Anew+line,+%C3%A9")
