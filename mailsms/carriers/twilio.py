@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from mailsms.carriers.base import InboundSms, OutboundSms, SendResult, StatusReport
-from mailsms.carriers.http import CarrierHttp, form_body
+from mailsms.carriers.http import CarrierHttp, CarrierResponse, form_body
 from mailsms.errors import PermanentFailure, TemporaryFailure
 
 __all__ = [
@@ -183,7 +183,7 @@ class TwilioCarrier:
             return self._accepted(sms, response)
         raise self._failure(response, status)
 
-    def _accepted(self, sms: OutboundSms, response: httpx.Response) -> SendResult:
+    def _accepted(self, sms: OutboundSms, response: CarrierResponse) -> SendResult:
         try:
             payload: Any = response.json()
         except ValueError:
@@ -201,7 +201,7 @@ class TwilioCarrier:
         return SendResult(carrier_id=sid, status="sent", detail=detail)
 
     def _failure(
-        self, response: httpx.Response, status: int
+        self, response: CarrierResponse, status: int
     ) -> TemporaryFailure | PermanentFailure:
         code, text = self._error_fields(response)
         if status in (401, 403):
@@ -232,7 +232,7 @@ class TwilioCarrier:
         # 1xx/3xx: not something the Messages API answers; a proxy in the way?
         return TemporaryFailure(f"unexpected answer from Twilio (HTTP {status})", code=code)
 
-    def _error_fields(self, response: httpx.Response) -> tuple[str | None, str]:
+    def _error_fields(self, response: CarrierResponse) -> tuple[str | None, str]:
         """Twilio's ``code`` and ``message`` from an error body, best effort."""
         try:
             payload: Any = response.json()

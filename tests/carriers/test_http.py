@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -106,6 +107,28 @@ async def test_cookies_are_not_replayed_and_redirects_not_followed() -> None:
     assert statuses == [201, 302, 201]
     assert [request_line for request_line, _, _ in seen] == ["POST /m HTTP/1.1"] * 3
     assert all("cookie" not in headers for _, headers, _ in seen)
+
+
+async def test_a_compressed_answer_is_read_decompressed() -> None:
+    # aiohttp offers gzip (Accept-Encoding); an API that takes the offer
+    # must still read as the JSON it sent.
+    payload = gzip.compress(b'{"sid": "SM9", "status": "queued"}')
+    seen: list[dict[str, str]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, headers, _ = await read_request(reader)
+        seen.append(headers)
+        writer.write(
+            CREATED
+            + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        await writer.drain()
+        writer.close()
+
+    async with serve(answer) as url, CarrierHttp(5.0) as http:
+        response = await http.post(f"{url}/m", content=b"a=b", headers={})
+    assert "gzip" in seen[0]["accept-encoding"]
+    assert response.json() == {"sid": "SM9", "status": "queued"}
 
 
 def closed_port() -> int:
