@@ -17,9 +17,9 @@ itself, and a carrier API needs none of them.  The ``httpx-aiohttp``
 transport then still cost 80 us per request in building an
 ``httpx.Request`` only to take it apart again and in reading the answer
 through two layers of async iterators, and an ``httpx.Response`` costs
-20 us to build around an answer already read.  Credentials are a ready header, a
-redirect from an API endpoint is an answer to report, not to follow, and a
-cookie one response sets must not ride along on the next SMS.
+20 us to build around an answer already read.  Credentials are a ready
+header, a redirect from an API endpoint is an answer to report, not to
+follow, and a cookie one response sets must not ride along on the next SMS.
 
 aiohttp's exceptions blur what the adapters must tell apart (a refused
 connection and a server that hangs up are both connection errors), so they

@@ -137,7 +137,8 @@ class TwilioCarrier:
         # Kept only to scrub it from any text we build out of a response.
         self._auth_token = auth_token
         self._http = http
-        # Parsed once (httpx parses a URL string on every request).
+        # Parsed once, here: a URL httpx cannot parse fails at start-up,
+        # not at every SMS.
         self._messages_url = httpx.URL(
             f"{api_url.rstrip('/')}/{API_VERSION}/Accounts/"
             f"{quote(account_sid, safe='')}/Messages.json"
