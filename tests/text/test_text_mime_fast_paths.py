@@ -16,7 +16,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import Policy
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 from mailsms.text import mime
@@ -184,7 +184,14 @@ def _answers(part: Message) -> list[object]:
 
 def _message(reader: Policy, fields: list[tuple[str, str]], body: bytes) -> Message:
     head = b"".join(f"{n}: {v}\r\n".encode("utf-8", "surrogateescape") for n, v in fields)
-    return BytesParser(_class=EmailMessage, policy=reader).parsebytes(head + b"\r\n" + body)
+    try:
+        return BytesParser(_class=EmailMessage, policy=reader).parsebytes(head + b"\r\n" + body)
+    except TypeError:
+        # The standard library's own parser can fail to build the part at
+        # all (compat32 on RFC 2231 parameters that mix a numbered and an
+        # unnumbered continuation: decode_params sorts None against 0).
+        # There is then no part to compare with.
+        reject()
 
 
 _HEADER_NAMES = st.sampled_from(
@@ -198,6 +205,11 @@ _BODIES = st.sampled_from([b"hello", b"aGVsbG8=\r\n", b"caf=C3=A9", b"\xc3\xa9t\
     st.lists(st.tuples(_HEADER_NAMES, VALUES), max_size=5),
     _BODIES,
     st.sampled_from([*POLICIES, policy.compat32]),
+)
+@example(  # the stdlib parser itself raises here (see _message)
+    [("Content-Type", "multipart/text;name*0*=utf-8''a%41;name*=utf-8''a%41")],
+    b"hello",
+    policy.compat32,
 )
 def test_fields_once_answers_like_the_part(
     fields: list[tuple[str, str]], body: bytes, reader: Policy
