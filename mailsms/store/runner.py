@@ -148,6 +148,11 @@ class Batcher(Generic[T, R]):
             if not self._pending:
                 await self._wakeup.wait()
             self._wakeup.clear()
+            if not self._pending:
+                # The wake-up came from an item the previous round already
+                # took: an empty round would still wait for a turn of the
+                # write gate, which another worker process may hold.
+                continue
             call = asyncio.ensure_future(self._runner.call(self._take_turn))
             try:
                 batch, outcome = await asyncio.shield(call)

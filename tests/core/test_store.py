@@ -592,6 +592,46 @@ async def test_a_failed_write_turn_answers_its_callers_and_the_committer_goes_on
     assert len(store.list_emails(limit=10)) == 1
 
 
+async def test_emails_that_joined_a_round_do_not_cost_an_empty_turn_after_it(
+    tmp_path: Path,
+) -> None:
+    """An email submitted while a round waits for the write turn joins that
+    round; its wake-up must not start a second round that finds nothing but
+    still waits for a turn of the gate another worker process may hold."""
+    store = new_store(tmp_path)
+    runner = DbRunner(store)
+    turns: list[int] = []
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def turn() -> Iterator[None]:
+        turns.append(1)
+        release.wait(10)  # another worker process holds the gate
+        yield
+
+    committer: Batcher[AcceptedEmail, EnqueueOutcome] = Batcher(
+        runner, store.enqueue, name="group-commit", turn=turn
+    )
+    committer.start()
+    try:
+        first = asyncio.create_task(
+            committer.submit(accepted("a@corp.example", "<1@corp.example>", "+14155551212"))
+        )
+        await asyncio.sleep(0.05)  # the round is waiting for the turn
+        second = asyncio.create_task(
+            committer.submit(accepted("a@corp.example", "<2@corp.example>", "+14155551212"))
+        )
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second), 10)
+        await asyncio.sleep(0.1)  # time for a stray round to start
+    finally:
+        await committer.stop()
+        runner.close()
+    assert [o.duplicate for o in outcomes] == [False, False]
+    assert turns == [1]
+
+
 def _commits(store: Store) -> list[int]:
     """A list that grows by one at every COMMIT the store's engine makes."""
     commits: list[int] = []
