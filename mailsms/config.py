@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import phonenumbers
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -23,6 +24,28 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "MAILSMS_"
+
+
+def _base_url(value: str) -> str:
+    """An http(s) URL that paths are appended to, checked the way httpx
+    will read it when the first request is made: a URL that only fails then
+    would fail every SMS or webhook, or stop start-up with a traceback."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    # httpx percent-encodes what a host cannot hold (a space, say).
+    if not url.host or "%" in url.raw_host.decode("ascii"):
+        raise ValueError("needs a valid host name or address after the scheme")
+    if url.userinfo:
+        # Credentials belong in their own (secret) settings, not in a URL
+        # that is shown in logs.
+        raise ValueError("must not hold credentials (user:password@)")
+    if url.query or url.fragment:
+        raise ValueError("must not have a query (?...) or fragment (#...)")
+    return value.rstrip("/")
 
 
 class SettingsError(Exception):
@@ -213,9 +236,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _base_url(value)
 
     @field_validator("catch_all")
     @classmethod
@@ -233,9 +254,7 @@ class Settings(BaseSettings):
     @field_validator("twilio_api_url")
     @classmethod
     def _api_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _base_url(value)
 
     @classmethod
     def settings_customise_sources(

@@ -171,9 +171,6 @@ class TwilioCarrier:
             )
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"Twilio did not answer in time ({type(exc).__name__})") from exc
-        except httpx.InvalidURL as exc:
-            # The configured api_url cannot form a request at all; no retry fixes it.
-            raise PermanentFailure(f"invalid Twilio API URL: {exc}") from exc
         except httpx.HTTPError as exc:
             # Refused/reset connections, DNS failures, protocol errors: the
             # request may not have reached Twilio, so a later retry may work.

@@ -96,8 +96,33 @@ def test_db_init_reports_without_password(cli: CliRunner) -> None:
     assert result.output.startswith("database ready: sqlite:///")
 
 
-def test_invalid_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
-    env = {**os.environ, "MAILSMS_SMTP_PORT": "not-a-port"}
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"MAILSMS_SMTP_PORT": "not-a-port"}, "MAILSMS_SMTP_PORT"),
+        # httpx cannot parse this URL: it used to pass the settings check
+        # and stop `serve` with a traceback when the carrier was built.
+        (
+            {
+                "MAILSMS_CARRIER": "twilio",
+                "MAILSMS_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+                "MAILSMS_TWILIO_AUTH_TOKEN": "secret-token",
+                "MAILSMS_TWILIO_API_URL": "http://[::1",
+            },
+            "MAILSMS_TWILIO_API_URL",
+        ),
+    ],
+)
+def test_invalid_setting_stops_with_one_line_naming_it(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    env = {
+        **os.environ,
+        "MAILSMS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "MAILSMS_SMTP_PORT": "0",
+        "MAILSMS_HTTP_PORT": "0",
+        **settings,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "mailsms", "serve"],
         env=env,
@@ -108,8 +133,9 @@ def test_invalid_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("mailsms: invalid setting MAILSMS_SMTP_PORT")
+    assert lines[0].startswith(f"mailsms: invalid setting {named}")
     assert "Traceback" not in result.stderr
+    assert "secret-token" not in result.stderr
 
 
 def test_taken_port_stops_with_one_line(tmp_path: Path) -> None:

@@ -40,6 +40,16 @@ def test_environment_wins_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("MAILSMS_DOMAIN", "bad domain", "MAILSMS_DOMAIN"),
         ("MAILSMS_DEFAULT_FROM", "12", "MAILSMS_DEFAULT_FROM"),
         ("MAILSMS_SUBJECT_POLICY", "shout", "MAILSMS_SUBJECT_POLICY"),
+        # Each of these used to pass: the first stopped `serve` with a
+        # traceback, the others failed every request to the carrier.
+        ("MAILSMS_TWILIO_API_URL", "http://[::1", "not a valid URL"),
+        ("MAILSMS_TWILIO_API_URL", "http://", "valid host"),
+        ("MAILSMS_TWILIO_API_URL", "http://:8080", "valid host"),
+        ("MAILSMS_TWILIO_API_URL", "https://api twilio.com", "valid host"),
+        ("MAILSMS_TWILIO_API_URL", "ftp://api.twilio.com", "http:// or https://"),
+        ("MAILSMS_TWILIO_API_URL", "https://AC1:token@api.twilio.com", "credentials"),
+        ("MAILSMS_PUBLIC_URL", "https://sms.example.com/?a=1", "query"),
+        ("MAILSMS_PUBLIC_URL", "https://[::1/", "not a valid URL"),
     ],
 )
 def test_invalid_values_name_the_setting(
@@ -51,6 +61,23 @@ def test_invalid_values_name_the_setting(
     message = str(info.value)
     assert words in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MAILSMS_TWILIO_API_URL", "HTTPS://api.twilio.com/", "HTTPS://api.twilio.com"),
+        ("MAILSMS_TWILIO_API_URL", "http://[::1]:8080", "http://[::1]:8080"),
+        ("MAILSMS_TWILIO_API_URL", "http://127.0.0.1:9/twilio/", "http://127.0.0.1:9/twilio"),
+        ("MAILSMS_PUBLIC_URL", "https://bücher.example/sms/", "https://bücher.example/sms"),
+    ],
+)
+def test_base_urls_httpx_can_request_are_kept_without_a_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert getattr(settings, name.removeprefix("MAILSMS_").lower()) == expected
 
 
 def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
