@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 import re
 import socket
 import ssl
@@ -41,9 +42,13 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from mailsms.policy import PLAIN_ADDR_SPEC
 from mailsms.smtp import codes
 from mailsms.smtp.codes import LIBRARY_REPLIES
+from mailsms.smtp.data import read_message
 from mailsms.smtp.handler import GatewayHandler
 
 MAX_AUTH_FAILURES = 3
+
+# aiosmtpd's logger: the lines this module logs for it read as its own.
+log = logging.getLogger("mail.log")
 
 
 class GatewaySMTP(SMTP):
@@ -102,6 +107,45 @@ class GatewaySMTP(SMTP):
         if self.local_part_limit and len(local_part) > self.local_part_limit:
             return None, None
         return addr, rest
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the message text with
+        :func:`mailsms.smtp.data.read_message` (one search of the stream,
+        not a coroutine call per line).  The checks before the 354 and the
+        handler call after the text are aiosmtpd's own, in its order."""
+        if self._decode_data or not self.data_size_limit or "DATA" not in self._handle_hooks:
+            # Settings the gateway never uses: aiosmtpd's own DATA.
+            await super().smtp_DATA(arg)
+            return
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            text = await read_message(
+                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            # The connection was lost (eof_received cancels the session).
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if text.refusal is not None:
+            await self.push(text.refusal)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = text.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     @property
     def encrypted(self) -> bool:
@@ -172,9 +216,7 @@ class GatewaySMTP(SMTP):
     async def _failed(self) -> AuthResult:
         self._auth_failures += 1
         if self._auth_failures >= MAX_AUTH_FAILURES:
-            await self.push(
-                "421 4.7.0 Too many failed authentication attempts; closing connection"
-            )
+            await self.push("421 4.7.0 Too many failed authentication attempts; closing connection")
             if self.transport is not None:
                 self.transport.close()
             return AuthResult(success=False, handled=True)
