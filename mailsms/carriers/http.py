@@ -124,6 +124,7 @@ class CarrierHttp:
             total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop it belongs to.
@@ -152,6 +153,12 @@ class CarrierHttp:
         """Send one request and read its whole answer; any failure to get
         one is an ``httpx.TransportError``."""
         target = str(url)
+        if self._closed:
+            # A late hand-over during shutdown: no new pool that nobody
+            # would close; the SMS is tried again after the restart.
+            raise httpx.TransportError(
+                "the carriers' HTTP client is closed", request=httpx.Request(method, target)
+            )
         try:
             async with self._client().request(
                 method,
@@ -175,6 +182,7 @@ class CarrierHttp:
         return await self.request("POST", url, content=content, headers=headers)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -131,6 +131,18 @@ async def test_a_compressed_answer_is_read_decompressed() -> None:
     assert response.json() == {"sid": "SM9", "status": "queued"}
 
 
+async def test_after_aclose_a_request_fails_without_opening_a_new_pool() -> None:
+    behaviour, seen = answer_with(CREATED)
+    async with serve(behaviour) as url:
+        http = CarrierHttp(5.0)
+        await http.post(f"{url}/m", content=b"a=b", headers={})
+        await http.aclose()
+        with pytest.raises(httpx.TransportError, match="closed"):
+            await http.post(f"{url}/m", content=b"a=b", headers={})
+    assert len(seen) == 1
+    assert http._session is None  # nothing left open to leak
+
+
 def closed_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
