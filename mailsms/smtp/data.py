@@ -4,12 +4,15 @@ transparency dots removed (section 4.5.2).
 
 aiosmtpd reads the text a line at a time, a coroutine call and a dozen
 Python statements per line: almost a tenth of the CPU the gateway spends
-accepting a 1 KiB mail (make bench).  :func:`read_message` finds the end of the text with one
-search of the stream instead, and falls back to the same line-at-a-time
-reading when that search cannot be used (the text starts with a dot or an
-empty line, or is longer than ``size_limit``).  Its results are
-aiosmtpd's, including its refusals (tests/core/test_smtp_data.py checks it
-against aiosmtpd's own ``smtp_DATA``):
+accepting a 1 KiB mail (make bench).  :func:`read_message` finds the end
+of the text with one search of the stream instead, and falls back to the
+same line-at-a-time reading when that search cannot be used (the text
+starts with a dot or a CR, or is longer than ``size_limit``).  For that
+search the stream's buffer may hold the whole text, up to ``size_limit``
+(twice that before asyncio stops reading the socket), as aiosmtpd's list
+of lines would.  The results are aiosmtpd's, including its refusals
+(tests/core/test_smtp_data.py checks them against aiosmtpd's own
+``smtp_DATA``):
 
 - a line longer than ``line_limit`` octets with its CRLF (1001 in aiosmtpd,
   RFC 5321 section 4.5.3.1.6) means ``500 Line too long``;
