@@ -9,8 +9,8 @@ of the text with one search of the stream instead, and falls back to the
 same line-at-a-time reading when that search cannot be used (the text
 starts with a dot or a CR, or is longer than ``size_limit``).  For that
 search the stream's buffer may hold the whole text, up to ``size_limit``
-(twice that before asyncio stops reading the socket), as aiosmtpd's list
-of lines would.  The results are aiosmtpd's, including its refusals
+and one read from the socket more, as aiosmtpd's list of lines would.
+The results are aiosmtpd's, including its refusals
 (tests/core/test_smtp_data.py checks them against aiosmtpd's own
 ``smtp_DATA``):
 
