@@ -62,6 +62,7 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.on_final: Callable[[], None] | None = None
@@ -77,17 +78,27 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stop claiming; let hand-overs in flight finish so their outcome is
         recorded (an unrecorded hand-over would be sent again after the
-        lease).  The group commit is stopped after this, by its owner."""
+        lease).  The group commit is stopped after this, by its owner.
+
+        A claim already waiting for its commit is not cancelled: its SMS
+        are leased once it commits, and cancelling it would leave them
+        leased, unsent, until the lease ran out after the restart.  They
+        are handed over with the others in flight."""
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._send_timeout + 5)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self._send_timeout + 5)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             free = self._concurrency - len(self._inflight)
             # Refill when half the slots are free (or all are): one claim
             # per SMS would cost a database round trip per hand-over.
