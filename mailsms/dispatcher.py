@@ -243,5 +243,6 @@ class Dispatcher:
             await self._writes.record(outcome)
         except Exception:
             # The row keeps its lease; when it runs out the SMS is claimed
-            # again, and the carrier's idempotency key prevents a double send.
+            # and sent again (at least once: a carrier that does not honour
+            # the idempotency key, Twilio's API among them, sends it twice).
             log.exception("recording the outcome of an SMS failed")
