@@ -30,7 +30,7 @@ from mailsms.inbound import InboundConfig, InboundRouter
 from mailsms.mail.dkim import DkimKeyError, load_signer
 from mailsms.mail.queue import MailDispatcher
 from mailsms.mail.transport import TransportConfig, make_transport
-from mailsms.prefork import supervise
+from mailsms.prefork import pin_to_cpu, supervise
 from mailsms.retry import RetryPolicy
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
 from mailsms.smtp.server import make_tls_context, start_smtp
@@ -537,6 +537,11 @@ def serve_workers(settings: Settings) -> int:
         for other in per_worker:
             if other is not own:
                 other.close()  # this process's copies; the supervisor keeps its own
+        if settings.worker_cpu_affinity == "auto":
+            # Before any thread starts: the threads inherit it.
+            cpu = pin_to_cpu(index)
+            if cpu is not None:
+                log.info("worker %d runs on CPU %d", index, cpu)
         try:
             asyncio.run(serve(settings, own))
         except (StartupError, SettingsError) as exc:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     """Gateway processes sharing the listeners and the database (one event
     loop each; Python runs one core per process)."""
+    worker_cpu_affinity: Literal["auto", "off"] = "auto"
+    """With several workers, "auto" keeps each worker's threads on one CPU
+    of those the service may use (worker i on the i-th, round robin)."""
 
     # --- storage ----------------------------------------------------------
     database_url: str = "sqlite:///./mailsms.db"

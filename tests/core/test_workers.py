@@ -140,6 +140,45 @@ def test_two_workers_share_the_listeners_and_send_each_sms_once(
     assert "starting 2 workers" in log and "Traceback" not in log
 
 
+def thread_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each thread of process ``pid`` may run on."""
+    return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+@pytest.mark.parametrize("affinity", ["auto", "off"])
+def test_each_worker_keeps_its_threads_on_one_cpu_unless_told_not_to(
+    tmp_path: Path, fake_twilio: FakeTwilio, affinity: str
+) -> None:
+    allowed = os.sched_getaffinity(0)
+    run_cli(tmp_path, "senders", "add", SENDER)
+    proc, smtp_port, _ = start_workers(
+        tmp_path, fake_twilio, MAILSMS_WORKERS="2", MAILSMS_WORKER_CPU_AFFINITY=affinity
+    )
+    try:
+        wait_until(lambda: len(children(proc.pid)) == 2, "two worker processes")
+        for i in range(4):  # every worker's database thread exists by now
+            assert send(smtp_port, f"pinned {i}")[0] == 250
+        placement = {pid: thread_cpus(pid) for pid in children(proc.pid)}
+    finally:
+        assert stop(proc) == 0
+    log = (tmp_path / "gateway.log").read_text()
+    for threads in placement.values():
+        assert len(threads) >= 2  # the event loop and the database thread at least
+    if affinity == "off" or len(allowed) < 2:
+        assert all(cpus == allowed for threads in placement.values() for cpus in threads)
+        assert "runs on CPU" not in log
+        return
+    first_two = sorted(allowed)[:2]
+    used = []
+    for threads in placement.values():
+        [cpus] = {frozenset(c) for c in threads}  # all threads of a worker: one set
+        assert len(cpus) == 1
+        used.extend(cpus)
+    assert sorted(used) == first_two  # one worker per CPU
+    assert f"worker 0 runs on CPU {first_two[0]}" in log
+    assert f"worker 1 runs on CPU {first_two[1]}" in log
+
+
 def test_a_killed_worker_is_replaced_and_the_service_keeps_accepting(
     tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
@@ -246,9 +285,7 @@ def test_workers_stop_when_the_supervisor_is_killed(
     wait_until(refused, "the SMTP port to close")
 
 
-def test_connections_are_spread_over_the_workers(
-    tmp_path: Path, fake_twilio: FakeTwilio
-) -> None:
+def test_connections_are_spread_over_the_workers(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
     """Kept-open connections (a relay's, a load generator's) reach every
     worker, not just the one whose event loop woke first (SO_REUSEPORT)."""
     proc, smtp_port, _ = start_workers(
