@@ -119,6 +119,9 @@ PROFILES = {
 MIN_TICKS = 5
 """CPU clock ticks (1/SC_CLK_TCK s each) a drain window must span to be
 measured on its own."""
+SMALL_QUEUE = 10_000
+"""A queue up to this size drains within a second or so: its drain is
+sampled every 10 ms instead of every 100 ms."""
 
 
 def median(values: list[float]) -> float | None:
@@ -574,12 +577,16 @@ class Bench:
                 window_end: float | None = None
                 while time.monotonic() < deadline:
                     count = self.carrier.stats()["count"]
-                    samples.append((time.monotonic(), count, gw.cpu(), gw.rss_mib()))
+                    samples.append((time.monotonic(), count, gw.fine_cpu(), gw.rss_mib()))
                     if count >= warm and window_end is None:
                         window_end = time.monotonic() + self.p.drain_seconds
                     if count >= queued or (window_end and time.monotonic() >= window_end):
                         break
-                    time.sleep(0.1)
+                    # 1,000 SMS drain in about 0.1 s: sampled every 100 ms,
+                    # the window after the first 100 was often no window
+                    # at all, and the figure fell back to the whole run,
+                    # start-up included (0.88 instead of 0.15 ms per SMS).
+                    time.sleep(0.01 if queued <= SMALL_QUEUE else 0.1)
                 peak = gw.peak_rss_mib() * 1.048576
         finally:
             gw.stop()

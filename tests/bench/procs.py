@@ -51,6 +51,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+SCHEDSTAT = os.path.exists("/proc/self/schedstat")
+"""The kernel counts each thread's CPU time in nanoseconds (CONFIG_SCHED_INFO)."""
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU time of the live threads of ``pid``, to the nanosecond, from the
+    scheduler's own count (``/proc/PID/task/TID/schedstat``).  ``/proc``'s
+    stat counts in clock ticks of 10 ms, and a queue of 1,000 SMS drains in
+    about 15 of them.  Threads that have ended are not counted: use it for
+    differences over a window in which none ends."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+            total += int(fh.read().split()[0])
+    return total / 1e9
+
+
 def wait_smtp(port: int, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
     """Wait until something on ``port`` greets with 220."""
     deadline = time.monotonic() + timeout
@@ -109,6 +126,11 @@ class Managed:
 
     def cpu(self) -> float:
         return sum(self._each(cpu_seconds))
+
+    def fine_cpu(self) -> float:
+        """:meth:`cpu` to the nanosecond (live threads only), where the
+        kernel keeps the count; else :meth:`cpu`."""
+        return sum(self._each(thread_cpu_seconds)) if SCHEDSTAT else self.cpu()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
