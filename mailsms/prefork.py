@@ -72,7 +72,13 @@ def pin_to_cpu(index: int) -> int | None:
     if len(allowed) < 2:
         return None
     cpu = allowed[index % len(allowed)]
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        # A CPU that went offline since, a policy that forbids it: the
+        # worker runs unpinned rather than not at all.
+        log.warning("worker %d cannot be kept on CPU %d: %s", index, cpu, exc)
+        return None
     return cpu
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mailsms import prefork
 from tests.bench.procs import child_pids, free_port, free_ports
 from tests.conftest import DOMAIN, SENDER
 from tests.core.test_durability import run_cli, wait_port
@@ -177,6 +178,18 @@ def test_each_worker_keeps_its_threads_on_one_cpu_unless_told_not_to(
     assert sorted(used) == first_two  # one worker per CPU
     assert f"worker 0 runs on CPU {first_two[0]}" in log
     assert f"worker 1 runs on CPU {first_two[1]}" in log
+
+
+def test_a_cpu_that_cannot_be_taken_leaves_the_worker_unpinned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(pid: int, cpus: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    assert prefork.pin_to_cpu(1) is None
+    assert "worker 1 cannot be kept on CPU 1" in caplog.text
 
 
 def test_a_killed_worker_is_replaced_and_the_service_keeps_accepting(
