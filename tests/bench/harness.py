@@ -839,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench", description=__doc__.split("\n")[0]
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="smaller counts (~4 min)")
+    group.add_argument("--quick", action="store_true", help="smaller counts (~2 min)")
     group.add_argument("--smoke", action="store_true", help="tiny counts, SQLite only (seconds)")
     parser.add_argument("--repeats", type=int, help="runs per row (median taken)")
     parser.add_argument("--sessions", type=int, help="concurrent SMTP sessions for the main rows")
