@@ -200,6 +200,35 @@ async def test_too_many_recipients_gets_452(tmp_path: object, settings: Settings
         await gw.stop()
 
 
+async def test_a_message_of_megabytes_is_read_whole_and_its_text_sent(
+    settings: Settings,
+) -> None:
+    """A text and a 4 MB attachment, well under the size limit: the DATA
+    text spans thousands of socket reads (asyncio pauses and resumes the
+    socket on the way) and must arrive whole, dots and all."""
+    store = prepare_store(settings)
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        msg = simple_message("Slides attached.\n.\n..two dots stay one")
+        blob = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+        msg.add_attachment(blob, maintype="application", subtype="pdf", filename="deck.pdf")
+        raw = msg.as_bytes()
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port, timeout=60) as client:
+            errors, reply = await client.sendmail(SENDER, [f"4155551212@{DOMAIN}"], raw)
+        assert errors == {}
+        [sms] = await wait_outbox(settings.console_outbox, 1)
+        [email] = store.list_emails()
+    finally:
+        await gw.stop()
+    assert reply.startswith("2.0.0 ")
+    assert sms["text"] == "Slides attached.\n.\n..two dots stay one"
+    # The stored size is the message as sent, its dot-stuffing undone, with
+    # CRLF line ends (aiosmtplib sends them).
+    assert email.size == len(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    assert email.attachments == "deck.pdf (application/pdf)"
+
+
 async def test_oversize_message_is_refused_with_552_at_mail_and_at_data(
     settings: Settings,
 ) -> None:
@@ -308,9 +337,7 @@ async def test_same_message_id_from_same_sender_is_sent_once(
     assert len(store.list_emails()) == 1
 
 
-async def test_message_ids_are_kept_as_sent_folded_or_8bit(
-    gateway: Gateway, store: Store
-) -> None:
+async def test_message_ids_are_kept_as_sent_folded_or_8bit(gateway: Gateway, store: Store) -> None:
     """Message-ID and References are stored unfolded and as text; 8-bit
     bytes in them (SMTPUTF8 clients) are decoded, never stored raw."""
     folded = (
@@ -329,9 +356,7 @@ async def test_message_ids_are_kept_as_sent_folded_or_8bit(
     first, second = sorted(store.list_emails(), key=lambda e: e.id or 0)
     assert first.message_id == "<folded.1@corp.example>"
     assert first.thread_references == "<a@corp.example> <b@corp.example>"
-    assert second.message_id.startswith("<caf") and second.message_id.endswith(
-        ".2@corp.example>"
-    )
+    assert second.message_id.startswith("<caf") and second.message_id.endswith(".2@corp.example>")
     assert all(not ("\udc80" <= c <= "\udcff") for c in second.message_id)
 
 
@@ -489,7 +514,7 @@ async def test_the_listener_knows_every_command_hook_and_auth_mechanism() -> Non
     assert not [n for n in full_handler if n.startswith("auth_")]
 
 
-_PATH_CHARS = "ab0.@<>\"\\ ,:;()[]=-\t"
+_PATH_CHARS = 'ab0.@<>"\\ ,:;()[]=-\t'
 
 
 _atoms = st.text("ab0.-+=_", min_size=1, max_size=6)
