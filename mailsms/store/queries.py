@@ -866,6 +866,11 @@ class _Lease(Generic[_Leased]):
             tuple(c.name for c in returned),
         )
 
+    def due_for(self, dialect: Dialect) -> Prepared:
+        """The due-rows query this database runs: PostgreSQL skips rows
+        another instance has locked."""
+        return self.due_skip_locked if dialect.name == "postgresql" else self.due
+
 
 def _claim_leased(
     connection: Connection,
@@ -891,8 +896,7 @@ def _claim_leased(
     ``__dict__``), without a Session to load them into and expunge them
     from again: they belong to no Session, and are for reading.
     """
-    postgres = connection.dialect.name == "postgresql"
-    due = lease.due_skip_locked if postgres else lease.due
+    due = lease.due_for(connection.dialect)
     ids: list[int] = []
     flagged: set[int] = set()
     for status in (SmsStatus.QUEUED, SmsStatus.SENDING):
@@ -1201,8 +1205,7 @@ def _prepare_statements(dialect: Dialect) -> None:
         _INSERT_CLAIM_EVENTS,
     ):
         listed_or_pieces.warm(dialect, sizes)
-    due = _SMS_LEASE.due_skip_locked if dialect.name == "postgresql" else _SMS_LEASE.due
-    for single in (due, _UPDATE_PAIRS):
+    for single in (_SMS_LEASE.due_for(dialect), _UPDATE_PAIRS):
         single.warm(dialect, [0])
     for one_row in (_INSERT_SMS, _INSERT_PAIRS, _INSERT_EVENTS):
         one_row.warm(dialect, [1], suffix="_0")
