@@ -117,8 +117,10 @@ PROFILES = {
 
 # --- helpers ---------------------------------------------------------------
 MIN_TICKS = 5
-"""CPU clock ticks (1/SC_CLK_TCK s each) a drain window must span to be
-measured on its own."""
+"""The least CPU time, in /proc's clock ticks (1/SC_CLK_TCK s each), a
+drain window must span to be measured on its own: with the ticks, a
+shorter one is mostly rounding; with the kernel's nanosecond counts
+(procs.thread_cpu_seconds) it is a handful of SMS at most."""
 SMALL_QUEUE = 10_000
 """A queue up to this size drains within a second or so: its drain is
 sampled every 10 ms instead of every 100 ms."""
@@ -379,9 +381,8 @@ class Bench:
             }
         )
 
-    def measure_mailsms(
-        self, row_id: str, label: str, db: str, dispatcher: bool, messages: int
-    ) -> dict[str, Any]:
+    def measure_mailsms(self, row_id: str, label: str, db: str, dispatcher: bool) -> dict[str, Any]:
+        messages = self.p.messages  # as many as the baseline runs paired with these
         runs, accept_runs, rss, cpu, paired = [], [], [], [], []
         for i in range(self.p.repeats):
             # The machine's speed drifts within minutes: each run is paired
@@ -649,12 +650,12 @@ class Bench:
             if "accept" in rows:
                 self.measure_mailsms(
                     "accept_sqlite", "mailsms accept only, SQLite durable (WAL, FULL)",
-                    "sqlite", False, self.p.messages,
+                    "sqlite", False,
                 )  # fmt: skip
             if "e2e" in rows:
                 self.measure_mailsms(
                     "e2e_sqlite", "mailsms end to end, SQLite, fake Twilio",
-                    "sqlite", True, self.p.messages,
+                    "sqlite", True,
                 )  # fmt: skip
             if "postgres" in rows:
                 self.postgres_rows()
@@ -699,12 +700,8 @@ class Bench:
                 self.add({"id": row_id, "label": label, "unit": "msg/s", "skipped": reason})
             return
         try:
-            self.measure_mailsms(
-                "accept_postgres", labels["accept_postgres"], "postgres", False, self.p.messages
-            )
-            self.measure_mailsms(
-                "e2e_postgres", labels["e2e_postgres"], "postgres", True, self.p.messages
-            )
+            self.measure_mailsms("accept_postgres", labels["accept_postgres"], "postgres", False)
+            self.measure_mailsms("e2e_postgres", labels["e2e_postgres"], "postgres", True)
         finally:
             self.drop_postgres()
 
