@@ -115,6 +115,19 @@ PROFILES = {
 }
 
 
+@dataclass(frozen=True)
+class BaselineRun:
+    """One run of the bare aiosmtpd server."""
+
+    rate: float
+    """Messages per second."""
+    peak_rss_mb: float
+    cpu_ms: float
+    """CPU per message, in ms (the server's one thread)."""
+    cores: float
+    """CPUs the server kept busy: its CPU time over the run's length."""
+
+
 # --- helpers ---------------------------------------------------------------
 MIN_TICKS = 5
 """The least CPU time, in /proc's clock ticks (1/SC_CLK_TCK s each), a
@@ -357,38 +370,44 @@ class Bench:
         self.rows.append(row)
         return row
 
-    def baseline_once(self) -> tuple[float, float]:
-        """One run of the bare server: msg/s and its peak RSS in MB."""
+    def baseline_once(self) -> BaselineRun:
+        """One run of the bare server."""
         with Baseline() as srv:
+            cpu0 = srv.fine_cpu()
             result = self.load(srv.port, self.p.sessions, self.p.messages)
-            return self.p.messages / result.seconds, srv.peak_rss_mib() * 1.048576
+            cpu = srv.fine_cpu() - cpu0
+            return BaselineRun(
+                rate=self.p.messages / result.seconds,
+                peak_rss_mb=srv.peak_rss_mib() * 1.048576,
+                cpu_ms=cpu * 1000 / self.p.messages,
+                cores=cpu / result.seconds,
+            )
 
     def measure_baseline(self) -> dict[str, Any]:
-        runs, rss = [], []
-        for i in range(self.p.repeats):
-            rate, peak = self.baseline_once()
-            runs.append(rate)
-            rss.append(peak)
-            log(f"baseline run {i + 1}: {runs[-1]:.0f} msg/s")
+        runs = [self.baseline_once() for _ in range(self.p.repeats)]
+        for i, run in enumerate(runs, 1):
+            log(f"baseline run {i}: {run.rate:.0f} msg/s, {run.cpu_ms:.3f} CPU ms/msg")
         return self.add(
             {
                 "id": "baseline",
                 "label": f"bare aiosmtpd, 250 only ({self.p.sessions} sessions)",
                 "unit": "msg/s",
-                "runs": runs,
-                "value": median(runs),
-                "peak_rss_mb": max(rss),
+                "runs": [run.rate for run in runs],
+                "value": median([run.rate for run in runs]),
+                "cpu_ms_per_msg": median([run.cpu_ms for run in runs]),
+                "cpu_cores": median([run.cores for run in runs]),
+                "peak_rss_mb": max(run.peak_rss_mb for run in runs),
             }
         )
 
     def measure_mailsms(self, row_id: str, label: str, db: str, dispatcher: bool) -> dict[str, Any]:
         messages = self.p.messages  # as many as the baseline runs paired with these
-        runs, accept_runs, rss, cpu, paired = [], [], [], [], []
+        runs, accept_runs, rss, cpu, cpu_ms, paired = [], [], [], [], [], []
         for i in range(self.p.repeats):
             # The machine's speed drifts within minutes: each run is paired
             # with a baseline run just before it, and the row's ratio is the
             # median of the pairs' ratios (see judge).
-            paired.append(self.baseline_once()[0])
+            paired.append(self.baseline_once().rate)
             url = self.sqlite_url() if db == "sqlite" else self.postgres_url()
             with self.gateway(url, dispatcher, row_id) as gw:
                 if self.carrier:
@@ -408,7 +427,9 @@ class Bench:
                     elapsed = stats["last"] - t0
                 else:
                     elapsed = result.seconds
-                cpu.append((gw.cpu() - cpu0) / elapsed)
+                used = gw.cpu() - cpu0
+                cpu.append(used / elapsed)
+                cpu_ms.append(used * 1000 / messages)
                 runs.append(messages / elapsed)
                 rss.append(gw.peak_rss_mib() * 1.048576)
             log(
@@ -424,6 +445,8 @@ class Bench:
                 "value": median(runs),
                 "accept_msg_s": median(accept_runs),
                 "gateway_cpu_cores": median(cpu),
+                "cpu_ms_per_msg": median(cpu_ms),
+                "cpu_ms_runs": cpu_ms,
                 "peak_rss_mb": max(rss),
                 "paired_baseline_runs": paired,
                 "paired_ratio": median([r / b for r, b in zip(runs, paired, strict=True)]),
@@ -764,6 +787,7 @@ def judge(rows: list[dict[str, Any]]) -> None:
         (r for r in rows if r["id"].startswith("drain_") and r.get("value")),
         key=lambda r: int(r["id"].split("_")[1]),
     )
+    rows.extend(cpu_budget_rows(by_id, drains[0] if drains else None))
     if len(drains) == 2:
         small, large = drains
         drift = large["value"] / small["value"] - 1
@@ -778,6 +802,54 @@ def judge(rows: list[dict[str, Any]]) -> None:
                 "status": "PASS" if abs(drift) <= TARGETS["dispatch_cost_drift"] else "FAIL",
             }
         )
+
+
+def cpu_budget_rows(
+    by_id: dict[str, dict[str, Any]], drain: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """What each end-to-end ratio is made of, in CPU.
+
+    A rate is the CPUs kept busy over the CPU one message costs, so an
+    end-to-end row's ratio to the baseline is exactly
+    (gateway's CPUs / baseline's CPUs) x (baseline's CPU per message /
+    gateway's CPU per message).  From the CPUs the gateway got in that row
+    follows the CPU per message its target allows; the accept-only row and
+    the smaller queue's drain (SQLite) show which part of the message costs
+    what.  Informational rows: the targets are judged on the ratios."""
+    base = by_id.get("baseline", {})
+    base_cpu, base_cores = base.get("cpu_ms_per_msg"), base.get("cpu_cores")
+    if not base_cpu or not base_cores:
+        return []
+    added = []
+    for db, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        e2e, accept = by_id.get(f"e2e_{db}"), by_id.get(f"accept_{db}")
+        if not e2e or not e2e.get("cpu_ms_per_msg"):
+            continue
+        goal = TARGETS[f"e2e_{db}"]
+        allowed = e2e["gateway_cpu_cores"] / base_cores * base_cpu / goal
+        parts = []
+        if accept and accept.get("cpu_ms_per_msg"):
+            parts.append(f"accept only {accept['cpu_ms_per_msg']:.3f}")
+        if drain is not None and db == "sqlite":
+            parts.append(f"dispatch alone {drain['value']:.3f}")
+        made_of = f" ({' + '.join(parts)} ms)" if parts else ""
+        added.append(
+            {
+                "id": f"e2e_{db}_cpu",
+                "label": (
+                    f"CPU per message end to end, {name}{made_of}, against the bare "
+                    f"server's {base_cpu:.3f} ms on {base_cores:.2f} CPUs; at the "
+                    f"{e2e['gateway_cpu_cores']:.2f} CPUs the gateway got, {goal:.2f}x "
+                    f"allows {allowed:.3f} ms"
+                ),
+                "unit": "CPU ms/msg",
+                "runs": e2e["cpu_ms_runs"],
+                "value": e2e["cpu_ms_per_msg"],
+                "ratio": e2e["cpu_ms_per_msg"] / base_cpu,
+                "allowed_cpu_ms": allowed,
+            }
+        )
+    return added
 
 
 def fmt(value: Any, unit: str) -> str:
@@ -811,13 +883,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         extra = ""
         if row["id"].startswith("latency"):
             extra = f" (p50 {row['p50_ms']:.2f} ms, max {row['max_ms']:.1f} ms)"
-        elif row["id"].startswith("e2e"):
+        elif row["id"].startswith("e2e") and "accept_msg_s" in row:
             extra = (
-                f" (accept {row['accept_msg_s']:,.0f} msg/s, {row['gateway_cpu_cores']:.2f} cores"
-                f"{_paired(row)})"
+                f" (accept {row['accept_msg_s']:,.0f} msg/s, {row['gateway_cpu_cores']:.2f} cores,"
+                f" {row['cpu_ms_per_msg']:.3f} CPU ms/msg{_paired(row)})"
             )
         elif row["id"].startswith("accept"):
-            extra = f" ({row['gateway_cpu_cores']:.2f} cores{_paired(row)})"
+            extra = (
+                f" ({row['gateway_cpu_cores']:.2f} cores, {row['cpu_ms_per_msg']:.3f} CPU ms/msg"
+                f"{_paired(row)})"
+            )
+        elif row["id"] == "baseline":
+            extra = f" ({row['cpu_cores']:.2f} cores, {row['cpu_ms_per_msg']:.3f} CPU ms/msg)"
         elif row["id"].startswith("drain"):
             extra = f" ({row['msg_s']:,.0f} msg/s, {row['wall_ms_per_msg']:.2f} wall ms/msg)"
         elif row["id"] == "dispatch_cost":
