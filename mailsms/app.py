@@ -29,7 +29,7 @@ from mailsms.dispatcher import Dispatcher, utcnow
 from mailsms.inbound import InboundConfig, InboundRouter
 from mailsms.mail.dkim import DkimKeyError, load_signer
 from mailsms.mail.queue import MailDispatcher
-from mailsms.mail.transport import TransportConfig, make_transport
+from mailsms.mail.transport import MailTransport, TransportConfig, make_transport
 from mailsms.prefork import pin_to_cpu, supervise
 from mailsms.retry import RetryPolicy
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig, trust_config
@@ -325,21 +325,7 @@ class Gateway:
                 "invalid setting MAILSMS_DKIM_SELECTOR: DKIM signing needs both "
                 "MAILSMS_DKIM_SELECTOR and MAILSMS_DKIM_KEY_FILE"
             )
-        transport = make_transport(
-            settings.mail_transport,
-            TransportConfig(
-                relay_host=settings.relay_host,
-                relay_port=settings.relay_port,
-                relay_security=settings.relay_security,
-                relay_username=settings.relay_username,
-                relay_password=(
-                    settings.relay_password.get_secret_value() if settings.relay_password else None
-                ),
-                relay_timeout=settings.relay_timeout,
-                maildir_path=settings.maildir,
-                helo_name=settings.domain,
-            ),
-        )
+        transport = _mail_transport(settings)
         mail_queue = Worker(
             "mail-queue",
             MailDispatcher(
@@ -484,6 +470,30 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
         ) from None
 
 
+def _mail_transport(settings: Settings) -> MailTransport:
+    """The transport replies and bounces go out through; unusable relay
+    settings raise SettingsError, in one line."""
+    try:
+        return make_transport(
+            settings.mail_transport,
+            TransportConfig(
+                relay_host=settings.relay_host,
+                relay_port=settings.relay_port,
+                relay_security=settings.relay_security,
+                relay_username=settings.relay_username,
+                relay_password=(
+                    settings.relay_password.get_secret_value() if settings.relay_password else None
+                ),
+                relay_timeout=settings.relay_timeout,
+                relay_ca_file=settings.relay_ca_file,
+                maildir_path=settings.maildir,
+                helo_name=settings.domain,
+            ),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"invalid relay settings (MAILSMS_RELAY_*): {exc}") from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
@@ -513,6 +523,7 @@ def serve_workers(settings: Settings) -> int:
     the exit status.  Settings, TLS files and the database are checked once,
     here, so a mistake is reported once, before any worker starts."""
     _tls_context(settings)  # raises on unusable TLS settings
+    _mail_transport(settings)  # and on unusable relay settings
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)

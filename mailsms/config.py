@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     relay_username: str | None = None
     relay_password: SecretStr | None = None
     relay_timeout: float = Field(default=30.0, gt=0)
+    relay_ca_file: Path | None = None
+    """PEM file of the CAs the relay's certificate is checked against,
+    instead of the system's (a relay with a private CA)."""
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
     catch_all: str | None = None
@@ -195,7 +198,9 @@ class Settings(BaseSettings):
         countries = parse_countries(value, "US")
         return ALL_COUNTRIES if countries is None else ",".join(sorted(countries))
 
-    @field_validator("tls_cert_file", "tls_key_file", "submissions_port", mode="before")
+    @field_validator(
+        "tls_cert_file", "tls_key_file", "submissions_port", "relay_ca_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -45,6 +45,7 @@ __all__ = [
     "TransportConfig",
     "TransportFactory",
     "make_transport",
+    "relay_tls_context",
 ]
 
 Security = Literal["none", "starttls", "tls"]
@@ -361,11 +362,29 @@ class TransportConfig:
     relay_username: str | None = None
     relay_password: str | None = field(default=None, repr=False)
     relay_timeout: float = 30.0
+    relay_ca_file: Path | None = None
+    """CAs (PEM) to check the relay's certificate against; None: the system's."""
     maildir_path: Path | None = None
     helo_name: str | None = None
 
 
 TransportFactory = Callable[[TransportConfig], MailTransport]
+
+
+def relay_tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """The client context that checks the relay's certificate against the
+    CAs in ``ca_file`` (hostname checked too, as with the system's CAs), or
+    None for the system trust store.  ValueError, in one line and without
+    the file's contents, when the file cannot be read or holds no CA."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    except ssl.SSLError as exc:  # before OSError, its base class
+        reason = exc.reason or "unusable"
+        raise ValueError(f"the CA file {ca_file} holds no usable certificate ({reason})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the CA file {ca_file}: {exc.strerror or exc}") from None
 
 
 def _smtp_factory(config: TransportConfig) -> MailTransport:
@@ -376,6 +395,7 @@ def _smtp_factory(config: TransportConfig) -> MailTransport:
         username=config.relay_username,
         password=config.relay_password,
         timeout=config.relay_timeout,
+        tls_context=relay_tls_context(config.relay_ca_file),
         helo_name=config.helo_name,
     )
 

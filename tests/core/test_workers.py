@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from mailsms import prefork
+from mailsms.cli import EXIT_USAGE
 from tests.bench.procs import child_pids, free_port, free_ports
 from tests.conftest import DOMAIN, SENDER
 from tests.core.test_durability import run_cli, wait_port
@@ -244,6 +245,30 @@ def refused_at_start(env: dict[str, str], *args: str) -> str:
     assert "worker 0 started" not in result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
+
+
+def test_an_unreadable_relay_ca_file_is_one_line_before_any_worker_starts(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "relay-ca.pem"
+    env = gateway_env(
+        tmp_path, *free_ports(2), MAILSMS_MAIL_TRANSPORT="smtp", MAILSMS_RELAY_CA_FILE=str(missing)
+    )
+    for args in ((), ("--workers", "2")):
+        result = subprocess.run(
+            [sys.executable, "-m", "mailsms", "serve", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == EXIT_USAGE, (args, result.stderr[-2000:])
+        assert (
+            f"mailsms: invalid relay settings (MAILSMS_RELAY_*): cannot read the CA file {missing}"
+            in result.stderr
+        )
+        assert "worker 0 started" not in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])

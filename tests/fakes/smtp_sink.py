@@ -28,6 +28,7 @@ import ssl
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest_asyncio
@@ -151,6 +152,12 @@ class SmtpSink:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         self._ca.configure_trust(context)
         return context
+
+    def write_ca(self, path: Path) -> Path:
+        """The sink's CA certificate as a PEM file, as an operator would
+        configure it (``MAILSMS_RELAY_CA_FILE``)."""
+        self._ca.cert_pem.write_to_path(str(path))
+        return path
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any

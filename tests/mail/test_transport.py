@@ -6,6 +6,7 @@ import asyncio
 import email
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
@@ -328,6 +329,45 @@ async def test_registry_builds_both_transports(smtp_sink: SmtpSink, tmp_path: Pa
         make_transport("pigeon", config)
     with pytest.raises(ValueError, match="maildir_path"):
         make_transport("maildir", TransportConfig())
+
+
+async def test_relay_ca_file_is_trusted_for_the_relay(
+    smtp_sink_factory: SmtpSinkFactory, tmp_path: Path
+) -> None:
+    """A relay whose certificate comes from a private CA: with that CA's
+    file configured the message goes out over STARTTLS; with the system's
+    CAs alone the certificate is refused, a temporary failure."""
+    sink = await smtp_sink_factory(tls="starttls")
+    config = TransportConfig(
+        relay_host="localhost",  # the name on the sink's certificate
+        relay_port=sink.port,
+        relay_security="starttls",
+        relay_timeout=TIMEOUT,
+        helo_name="mailsms.test",
+    )
+    with pytest.raises(TemporaryFailure, match=r"(?i)certificate"):
+        await make_transport("smtp", config).deliver(SENDER, [RCPT], message())
+    assert sink.envelopes == []
+
+    trusted = replace(config, relay_ca_file=sink.write_ca(tmp_path / "relay-ca.pem"))
+    await make_transport("smtp", trusted).deliver(SENDER, [RCPT], message())
+    [envelope] = await sink.wait_for(1)
+    assert envelope.tls and envelope.rcpt_tos == (RCPT,)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(None, "cannot read the CA file"), ("not a certificate\n", "holds no usable certificate")],
+)
+def test_unusable_relay_ca_file_is_refused_in_one_line(
+    tmp_path: Path, content: str | None, words: str
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if content is not None:
+        ca_file.write_text(content)
+    with pytest.raises(ValueError, match=words) as info:
+        make_transport("smtp", TransportConfig(relay_ca_file=ca_file))
+    assert str(ca_file) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_config_repr_hides_the_password() -> None:

@@ -80,12 +80,10 @@ def two_way_settings(
         twilio_api_url=twilio.url,
         public_url=PUBLIC_URL,
         mail_transport="smtp",
-        relay_host="127.0.0.1",
         relay_port=relay_port,
-        relay_security="none",
         dkim_selector=SELECTOR,
         dkim_key_file=key_file,
-        **extra,
+        **{"relay_host": "127.0.0.1", "relay_security": "none", **extra},
     )
     return settings, record
 
