@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mailsms import prefork
-from mailsms.cli import EXIT_USAGE
+from mailsms.cli import EXIT_FAILURE, EXIT_USAGE
 from tests.bench.procs import child_pids, free_port, free_ports
 from tests.conftest import DOMAIN, SENDER
 from tests.core.test_durability import run_cli, wait_port
@@ -231,9 +231,10 @@ def test_workers_that_cannot_start_stop_the_service_with_an_error(
     assert "Traceback" not in result.stderr
 
 
-def refused_at_start(env: dict[str, str], *args: str) -> str:
-    """Run ``mailsms serve *args``, which must stop at once with status 1,
-    one readable line and no worker started; its stderr."""
+def refused_at_start(env: dict[str, str], *args: str, status: int = EXIT_FAILURE) -> str:
+    """Run ``mailsms serve *args``, which must stop at once with ``status``
+    (1, or 2 for a setting that cannot work), one readable line and no
+    worker started; its stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "mailsms", "serve", *args],
         env=env,
@@ -241,7 +242,7 @@ def refused_at_start(env: dict[str, str], *args: str) -> str:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1, (args, result.stderr[-2000:])
+    assert result.returncode == status, (args, result.stderr[-2000:])
     assert "worker 0 started" not in result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
@@ -255,20 +256,11 @@ def test_an_unreadable_relay_ca_file_is_one_line_before_any_worker_starts(
         tmp_path, *free_ports(2), MAILSMS_MAIL_TRANSPORT="smtp", MAILSMS_RELAY_CA_FILE=str(missing)
     )
     for args in ((), ("--workers", "2")):
-        result = subprocess.run(
-            [sys.executable, "-m", "mailsms", "serve", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == EXIT_USAGE, (args, result.stderr[-2000:])
+        stderr = refused_at_start(env, *args, status=EXIT_USAGE)
         assert (
             f"mailsms: invalid relay settings (MAILSMS_RELAY_*): cannot read the CA file {missing}"
-            in result.stderr
+            in stderr
         )
-        assert "worker 0 started" not in result.stderr
-        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])
