@@ -282,6 +282,7 @@ class Gateway:
             committer,
             clock=utcnow,
         )
+        self._stack.push_async_callback(handler.aclose)
         self._start_two_way(runner, dispatcher, handler)
         self.smtp_server = await self._listen(
             handler,

@@ -23,6 +23,7 @@ from mailsms.config import Settings
 from mailsms.smtp.handler import GatewayHandler, HandlerConfig
 from mailsms.smtp.server import GatewaySMTP
 from mailsms.store import Store, queries
+from mailsms.store.abuse import SenderTrust
 from mailsms.store.models import EmailDisposition
 from mailsms.text import TextOptions
 from tests.conftest import DOMAIN, SENDER, prepare_store, read_outbox, wait_outbox
@@ -617,6 +618,129 @@ async def test_an_expired_allow_list_snapshot_is_loaded_once_for_all_sessions() 
         assert len({id(s) for s in snapshots}) == 1
         await asyncio.sleep(0.06)  # let it expire
     assert CountingRunner.loads == 3
+
+
+class _ListStore:
+    """The allow-list tables, as lists a test changes."""
+
+    def __init__(self, *senders: str) -> None:
+        self.senders = list(senders)
+
+    def sender_trust(self) -> list[SenderTrust]:
+        return [SenderTrust(address, None, False) for address in self.senders]
+
+    def list_numbers(self) -> list[object]:
+        return []
+
+    def suppression_stamp(self) -> tuple[object, ...]:
+        return (0,)
+
+    def suppressed_phones(self) -> frozenset[str]:
+        return frozenset()
+
+
+class _SlowRunner:
+    """Reads the tables when called; while ``slow``, answers only when the
+    test says so (``answer(i)`` for the i-th held load): a database thread
+    that is slow to return, in an order the test picks."""
+
+    def __init__(self, store: _ListStore) -> None:
+        self.store = store
+        self.loads = 0
+        self.slow = False
+        self.held: list[asyncio.Event] = []
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        self.loads += 1
+        result = fn(*args)
+        if self.slow:
+            answer = asyncio.Event()
+            self.held.append(answer)
+            await answer.wait()
+        return result
+
+    def answer(self, index: int) -> None:
+        self.held[index].set()
+
+
+def _directory_handler(runner: _SlowRunner) -> GatewayHandler:
+    config = HandlerConfig(
+        domain=DOMAIN,
+        default_region="US",
+        max_recipients=10,
+        text=TextOptions(),
+        retry_deadline=timedelta(hours=1),
+        default_from=None,
+        directory_ttl=0.05,
+    )
+    return GatewayHandler(config, runner, None, lambda: datetime.now(UTC))  # type: ignore[arg-type]
+
+
+async def _senders_after_reload(handler: GatewayHandler, sender: str) -> frozenset[str]:
+    for _ in range(200):  # bounded: 2 s
+        senders = (await handler._dir()).senders
+        if sender in senders:
+            return senders
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sender} never appeared in the allow-list snapshot")
+
+
+async def test_an_expired_snapshot_answers_at_once_while_one_reload_runs() -> None:
+    """Sessions do not wait for the allow-list's reload (milliseconds behind
+    the group commit under load); the reload shows up once it is done."""
+    store = _ListStore("alice@corp.example")
+    runner = _SlowRunner(store)
+    handler = _directory_handler(runner)
+    first = await handler._dir()
+    store.senders.append("bob@corp.example")
+    runner.slow = True  # the database thread is busy now
+    await asyncio.sleep(0.06)  # the snapshot expires
+    snapshots = await asyncio.wait_for(
+        asyncio.gather(*(handler._dir() for _ in range(20))), timeout=1
+    )
+    assert all(snapshot is first for snapshot in snapshots)
+    assert runner.loads == 2  # the first load, and one reload for all
+    runner.slow = False
+    runner.answer(0)
+    senders = await _senders_after_reload(handler, "bob@corp.example")
+    assert senders == {"alice@corp.example", "bob@corp.example"}
+    await handler.aclose()
+
+
+async def test_a_reload_from_before_forget_directory_does_not_replace_a_newer_load() -> None:
+    store = _ListStore("alice@corp.example")
+    runner = _SlowRunner(store)
+    handler = _directory_handler(runner)
+    await handler._dir()
+    runner.slow = True
+    await asyncio.sleep(0.06)
+    await handler._dir()  # starts a reload, which reads the tables as they are
+    await asyncio.sleep(0.01)
+    assert runner.loads == 2
+    store.senders.append("carol@corp.example")
+    handler.forget_directory()  # say, an opt-out was just recorded here
+    waiting = asyncio.ensure_future(handler._dir())  # must wait for a new load
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    runner.answer(1)  # the new load answers first...
+    assert "carol@corp.example" in (await waiting).senders
+    runner.answer(0)  # ...and the reload from before, with the old tables, after it
+    await asyncio.sleep(0.01)
+    assert "carol@corp.example" in (await handler._dir()).senders
+    await handler.aclose()
+
+
+async def test_closing_the_handler_stops_a_reload_in_progress() -> None:
+    runner = _SlowRunner(_ListStore("alice@corp.example"))
+    handler = _directory_handler(runner)
+    await handler._dir()
+    runner.slow = True
+    await asyncio.sleep(0.06)
+    await handler._dir()
+    await asyncio.sleep(0.01)  # the reload has asked the database
+    assert runner.loads == 2
+    await asyncio.wait_for(handler.aclose(), timeout=1)
+    assert handler._refresh is None
 
 
 async def test_a_burst_of_connections_waits_in_the_listen_queue(settings: Settings) -> None:
