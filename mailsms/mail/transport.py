@@ -45,7 +45,6 @@ __all__ = [
     "TransportConfig",
     "TransportFactory",
     "make_transport",
-    "relay_tls_context",
 ]
 
 Security = Literal["none", "starttls", "tls"]
@@ -371,7 +370,7 @@ class TransportConfig:
 TransportFactory = Callable[[TransportConfig], MailTransport]
 
 
-def relay_tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+def _relay_tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
     """The client context that checks the relay's certificate against the
     CAs in ``ca_file`` (hostname checked too, as with the system's CAs), or
     None for the system trust store.  ValueError, in one line and without
@@ -395,7 +394,7 @@ def _smtp_factory(config: TransportConfig) -> MailTransport:
         username=config.relay_username,
         password=config.relay_password,
         timeout=config.relay_timeout,
-        tls_context=relay_tls_context(config.relay_ca_file),
+        tls_context=_relay_tls_context(config.relay_ca_file),
         helo_name=config.helo_name,
     )
 
