@@ -392,6 +392,128 @@ def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path)
     assert statements and scans == []
 
 
+def _plans(store: Store, statements: list[tuple[str, Any]]) -> list[str]:
+    """SQLite's query plan steps for each recorded statement."""
+    steps: list[str] = []
+    with store.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        for sql, params in statements:
+            steps += [str(step[3]) for step in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    return steps
+
+
+def test_delivery_reports_and_bounces_are_found_by_the_partial_indexes(tmp_path: Path) -> None:
+    """The carrier-id and bounce indexes hold only SMS that have one (a new
+    SMS has neither: no entry, no page written at acceptance), and the
+    lookups that need them still never scan the table."""
+    store = new_store(tmp_path)
+    store.enqueue(
+        [accepted(f"s{i}@corp.example", f"<m{i}@corp.example>", "+14155551212") for i in range(3)]
+    )
+
+    def entries(index: str) -> int:
+        # The cells of the index's leaf pages: one per entry, NULLs too.
+        with store.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT coalesce(sum(ncell), 0) FROM dbstat WHERE name = :i"),
+                    {"i": index},
+                ).scalar_one()
+            )
+
+    assert (entries("ix_sms_carrier_id"), entries("ix_sms_bounce")) == (0, 0)
+    assert entries("ix_sms_email") == 3  # a full index, for comparison
+    claim = store.claim_due(NOW + timedelta(seconds=1), 10, NOW + timedelta(minutes=2))
+    store.record_outcomes(
+        [SmsOutcome.sent(_sms_id(r.id), "twilio", f"SM{r.id}", "sent", NOW) for r in claim.rows]
+    )
+    first = _sms_id(claim.rows[0].id)
+    assert (entries("ix_sms_carrier_id"), entries("ix_sms_bounce")) == (3, 0)
+
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if not many and sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            statements.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    found = store.apply_status(
+        carrier="twilio",
+        carrier_id=f"SM{first}",
+        status=SmsStatus.UNDELIVERED,
+        error_code="30003",
+        error_text="Unreachable destination handset",
+        now=NOW + timedelta(minutes=1),
+    )
+    pending = store.pending_bounces(10)
+    queued = store.queue_bounce(first, None, NOW + timedelta(minutes=2), NOW + timedelta(days=1))
+    event.remove(store.engine, "before_cursor_execute", record)
+    assert found and queued
+    assert [sms.id for sms, _ in pending] == [first]
+    steps = _plans(store, statements)
+    assert not [step for step in steps if step.startswith("SCAN sms")], steps
+    assert any("ix_sms_carrier_id" in step for step in steps), steps
+    assert any("ix_sms_bounce" in step for step in steps), steps
+
+
+def test_upgrading_to_the_partial_indexes_keeps_every_row_and_lookup(tmp_path: Path) -> None:
+    """Migration 0006 on a database made by 0005, with SMS in it: the rows
+    stay, the two indexes become partial, the unused (from, to) index goes,
+    and a delivery report still finds its SMS; its downgrade restores 0005."""
+    from alembic import command
+    from alembic.config import Config
+
+    from mailsms.store.db import MIGRATIONS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+
+    def run(step: Any, revision: str) -> None:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            step(config, revision)
+
+    def indexes() -> dict[str, str]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"),
+                {"t": "sms"},
+            )
+            return {name: sql for name, sql in rows if sql}
+
+    run(command.upgrade, "0005")
+    assert "WHERE" not in indexes()["ix_sms_carrier_id"] and "ix_sms_pair" in indexes()
+    store = Store(engine)
+    store.enqueue(
+        [accepted("s@corp.example", f"<m{i}@corp.example>", "+14155551212") for i in range(2)]
+    )
+    claim = store.claim_due(NOW + timedelta(seconds=1), 10, NOW + timedelta(minutes=2))
+    sent = _sms_id(claim.rows[0].id)
+    store.record_outcomes([SmsOutcome.sent(sent, "twilio", "SMold", "sent", NOW)])
+
+    run(command.upgrade, "head")
+    after = indexes()
+    assert after["ix_sms_carrier_id"].endswith("WHERE carrier_id IS NOT NULL")
+    assert after["ix_sms_bounce"].endswith("WHERE bounce IS NOT NULL")
+    assert "ix_sms_pair" not in after
+    assert len(store.list_sms()) == 2
+    assert store.apply_status(
+        carrier="twilio",
+        carrier_id="SMold",
+        status=SmsStatus.DELIVERED,
+        error_code=None,
+        error_text=None,
+        now=NOW + timedelta(minutes=1),
+    )
+    assert {row.id: row.status for row in store.list_sms()}[sent] == SmsStatus.DELIVERED
+
+    run(command.downgrade, "0005")
+    assert "WHERE" not in indexes()["ix_sms_bounce"] and "ix_sms_pair" in indexes()
+    assert len(store.list_sms()) == 2
+
+
 def test_sqlite_transactions_take_turns_and_an_invalidated_one_lets_go(tmp_path: Path) -> None:
     """The write gate (serve --workers N): a second engine on the same file
     begins only after the first commits, and a connection thrown away in
