@@ -360,6 +360,19 @@ def test_a_claim_takes_only_the_rows_no_other_instance_took_meanwhile(tmp_path: 
     assert (row.attempts, row.next_attempt_at) == (1, NOW + timedelta(minutes=30))
 
 
+def _plans(store: Store, statements: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """Each step of SQLite's query plan for the recorded statements, with
+    the statement it belongs to."""
+    steps: list[tuple[str, str]] = []
+    with store.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        for sql, params in statements:
+            plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            steps += [(sql, str(step[3])) for step in plan]
+    return steps
+
+
 def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path) -> None:
     """Every statement of the hot paths is answered from an index, so their
     cost does not grow with the mail already stored (a row-value
@@ -382,25 +395,8 @@ def test_the_group_commit_and_the_claim_never_scan_a_whole_table(tmp_path: Path)
     event.remove(store.engine, "before_cursor_execute", record)
     assert len(claim.rows) == 5
 
-    scans = []
-    with store.engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        for sql, params in statements:
-            plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
-            scans += [(sql, step[3]) for step in plan if str(step[3]).startswith("SCAN ")]
+    scans = [(sql, step) for sql, step in _plans(store, statements) if step.startswith("SCAN ")]
     assert statements and scans == []
-
-
-def _plans(store: Store, statements: list[tuple[str, Any]]) -> list[str]:
-    """SQLite's query plan steps for each recorded statement."""
-    steps: list[str] = []
-    with store.engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        for sql, params in statements:
-            steps += [str(step[3]) for step in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-    return steps
 
 
 def test_delivery_reports_and_bounces_are_found_by_the_partial_indexes(tmp_path: Path) -> None:
@@ -451,7 +447,7 @@ def test_delivery_reports_and_bounces_are_found_by_the_partial_indexes(tmp_path:
     event.remove(store.engine, "before_cursor_execute", record)
     assert found and queued
     assert [sms.id for sms, _ in pending] == [first]
-    steps = _plans(store, statements)
+    steps = [step for _, step in _plans(store, statements)]
     assert not [step for step in steps if step.startswith("SCAN sms")], steps
     assert any("ix_sms_carrier_id" in step for step in steps), steps
     assert any("ix_sms_bounce" in step for step in steps), steps
@@ -462,13 +458,11 @@ def test_upgrading_to_the_partial_indexes_keeps_every_row_and_lookup(tmp_path: P
     stay, the two indexes become partial, the unused (from, to) index goes,
     and a delivery report still finds its SMS; its downgrade restores 0005."""
     from alembic import command
-    from alembic.config import Config
 
-    from mailsms.store.db import MIGRATIONS
+    from mailsms.store.db import alembic_config
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = alembic_config()
 
     def run(step: Any, revision: str) -> None:
         with engine.begin() as connection:
