@@ -21,8 +21,12 @@ class AcceptAll:
 
 
 async def run(port: int) -> None:
+    await serve(AcceptAll(), port)
+
+
+async def serve(handler: object, port: int) -> None:
+    """Serve ``handler`` the way mailsms serves its own, until signalled."""
     loop = asyncio.get_running_loop()
-    handler = AcceptAll()
 
     def factory() -> SMTP:
         return SMTP(

@@ -195,8 +195,13 @@ class FakeCarrier(ReadyProcess):
 
 
 class Baseline(ReadyProcess):
-    def __init__(self) -> None:
-        super().__init__("tests.bench.baseline_server")
+    """The bare aiosmtpd server; ``durable``: the one that puts each message
+    on disk (group-committed fsync) before its 250."""
+
+    def __init__(self, durable: bool = False) -> None:
+        super().__init__(
+            "tests.bench.durable_baseline" if durable else "tests.bench.baseline_server"
+        )
 
 
 def mailsms_env(database_url: str, **settings: object) -> dict[str, str]:

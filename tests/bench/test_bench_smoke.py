@@ -39,8 +39,13 @@ def test_harness_writes_rows(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     rows = {row["id"]: row for row in report["rows"]}
-    for row_id in ("baseline", "accept_sqlite", "drain_20", "drain_200", "peak_rss"):
+    for row_id in (
+        "baseline", "baseline_durable", "accept_sqlite", "drain_20", "drain_200", "peak_rss",
+    ):  # fmt: skip
         assert rows[row_id]["value"] > 0, rows[row_id]
+    # The durable ceiling is compared with the bare server of the same run.
+    durable = rows["baseline_durable"]
+    assert durable["ratio"] == durable["value"] / rows["baseline"]["value"]
     assert rows["accept_sqlite"]["status"] in ("PASS", "FAIL")
     # Each accept run was paired with a baseline run just before it.
     accept = rows["accept_sqlite"]
