@@ -47,6 +47,7 @@ class AbuseQueries:
     """Sender policy/password and abuse-counter queries."""
 
     engine: Engine
+    reads: Engine
 
     # --- senders: policy and password ------------------------------------
     def register_sender(self, address: str, policy: str | None, now: datetime) -> Sender:
@@ -80,20 +81,20 @@ class AbuseQueries:
             session.commit()
 
     def sender_trust(self) -> list[SenderTrust]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             rows = session.execute(
                 select(col(Sender.address), col(Sender.policy), col(Sender.password_hash))
             )
             return [SenderTrust(a, p, h is not None) for a, p, h in rows]
 
     def sender_password_hash(self, address: str) -> str | None:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return session.scalars(
                 select(col(Sender.password_hash)).where(col(Sender.address) == address)
             ).first()
 
     def counter_value(self, scope: str, key: str, window_start: datetime) -> int:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             value = session.scalars(
                 select(col(AbuseCounter.count)).where(
                     col(AbuseCounter.scope) == scope,

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -78,6 +78,12 @@ class WriteGate:
             self._pid = os.getpid()
         return self._fd
 
+    def on_begin(self, connection: Connection) -> None:
+        """SQLAlchemy's ``begin`` event: take the gate, unless the
+        connection is for reads alone (see :func:`reader`)."""
+        if not connection.get_execution_options().get(_READS_ONLY):
+            self.acquire()
+
     def acquire(self, *_: Any) -> None:
         if getattr(self._held, "yes", False):
             return  # this thread's transaction already holds it
@@ -115,6 +121,29 @@ class WriteGate:
 
 # make_engine keeps the engine's gate here, for write_turn.
 _GATE_KEY = "mailsms_write_gate"
+
+# The execution option that marks an engine's connections as readers.
+_READS_ONLY = "mailsms_reads_only"
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for reads alone: its transactions take no write turn.
+
+    In WAL mode SQLite readers never wait for the writer, nor it for them,
+    so a read that took the gate would only make the other worker
+    processes' commits wait for it: the dashboard's and the API's lists,
+    the SMTP handler's allow-list reloads and the background pollers
+    (about one read a second per worker each, nearly all finding nothing),
+    all queued behind and ahead of the accepted mail's 250.  A write made
+    through it by mistake is still safe: SQLite's own lock and busy timeout
+    serialise it, as they do for any other program on the file.
+
+    For reads of one statement: without the gate, each SELECT sees the
+    database as it is when it runs (the driver opens no transaction for a
+    SELECT), so a read of several statements may see a commit between two
+    of them.  The same pool serves both: this is a view of ``engine``, not
+    a copy; on PostgreSQL, which has no gate, it changes nothing."""
+    return engine.execution_options(**{_READS_ONLY: True})
 
 
 def write_turn(engine: Engine) -> contextlib.AbstractContextManager[None]:
@@ -172,7 +201,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args=connect_args)
         event.listen(engine, "connect", _sqlite_pragmas)
         if gate is not None:
-            event.listen(engine, "begin", gate.acquire)
+            event.listen(engine, "begin", gate.on_begin)
             vars(engine)[_GATE_KEY] = gate
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -43,6 +43,7 @@ from sqlmodel import Session, col
 from mailsms.limits import Charge
 from mailsms.routing import PairUse, allocate_number
 from mailsms.store.abuse import AbuseQueries, charge_within, forget_old_windows
+from mailsms.store.db import reader
 from mailsms.store.models import (
     Conversation,
     EmailDisposition,
@@ -225,6 +226,9 @@ class Store(AbuseQueries):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.reads = reader(engine)
+        """For reads of one statement: on SQLite they take no write turn
+        (see :func:`mailsms.store.db.reader`)."""
 
     def prepare(self) -> None:
         """Compile the hot paths' statements for this database now, at
@@ -234,7 +238,7 @@ class Store(AbuseQueries):
 
     # --- health -----------------------------------------------------------
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        with self.reads.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     # --- senders ----------------------------------------------------------
@@ -250,7 +254,7 @@ class Store(AbuseQueries):
             return sender
 
     def list_senders(self) -> list[Sender]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return list(session.scalars(select(Sender).order_by(col(Sender.address))))
 
     def remove_sender(self, address: str) -> None:
@@ -267,7 +271,7 @@ class Store(AbuseQueries):
             session.commit()
 
     def sender_entries(self) -> frozenset[str]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return frozenset(session.scalars(select(col(Sender.address))))
 
     # --- numbers ----------------------------------------------------------
@@ -287,7 +291,7 @@ class Store(AbuseQueries):
             return NumberRow(number, sender)
 
     def list_numbers(self) -> list[NumberRow]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             rows = session.execute(
                 select(col(VirtualNumber.number), col(Sender.address))
                 .join(Sender, col(VirtualNumber.sender_id) == col(Sender.id), isouter=True)
@@ -434,26 +438,26 @@ class Store(AbuseQueries):
 
     # --- reading ----------------------------------------------------------
     def list_sms(self, status: str | None = None, limit: int = 100) -> list[OutboundSms]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             query = select(OutboundSms).order_by(col(OutboundSms.id).desc())
             if status is not None:
                 query = query.where(col(OutboundSms.status) == status)
             return list(session.scalars(query.limit(limit)))
 
     def list_emails(self, limit: int = 100) -> list[InboundEmail]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             query = select(InboundEmail).order_by(col(InboundEmail.id).desc())
             return list(session.scalars(query.limit(limit)))
 
     def sms_events(self, sms_id: int) -> list[SmsEvent]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             query = (
                 select(SmsEvent).where(col(SmsEvent.sms_id) == sms_id).order_by(col(SmsEvent.id))
             )
             return list(session.scalars(query))
 
     def count_by_status(self) -> dict[str, int]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             rows = session.execute(
                 select(col(OutboundSms.status), func.count()).group_by(col(OutboundSms.status))
             )
@@ -462,7 +466,7 @@ class Store(AbuseQueries):
     # --- opt-out --------------------------------------------------------
     def suppression_for(self, phone: str) -> Suppression | None:
         """The phone's opt-out, if it has one on any of our numbers."""
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return session.scalars(
                 select(Suppression).where(col(Suppression.phone) == phone).limit(1)
             ).first()
@@ -471,7 +475,7 @@ class Store(AbuseQueries):
         """A cheap fingerprint of the opt-out table (count, highest id,
         newest row): it changes whenever a STOP adds or a START removes a
         row, so a cached copy of the phones is reloaded only then."""
-        with self.engine.connect() as connection:
+        with self.reads.connect() as connection:
             count, top, newest = connection.execute(
                 select(
                     func.count(),
@@ -483,11 +487,11 @@ class Store(AbuseQueries):
 
     def suppressed_phones(self) -> frozenset[str]:
         """Every phone with an opt-out (the SMTP handler's early check)."""
-        with self.engine.connect() as connection:
+        with self.reads.connect() as connection:
             return frozenset(connection.scalars(select(col(Suppression.phone)).distinct()))
 
     def list_suppressions(self) -> list[Suppression]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return list(session.scalars(select(Suppression).order_by(col(Suppression.id))))
 
     # --- inbound SMS ------------------------------------------------------
@@ -530,7 +534,7 @@ class Store(AbuseQueries):
             return _id(existing), True
 
     def pending_inbound(self, limit: int) -> list[InboundSms]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             return list(
                 session.scalars(
                     select(InboundSms)
@@ -541,7 +545,7 @@ class Store(AbuseQueries):
             )
 
     def list_inbound(self, limit: int = 100) -> list[InboundSms]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             query = select(InboundSms).order_by(col(InboundSms.id).desc()).limit(limit)
             return list(session.scalars(query))
 
@@ -701,7 +705,7 @@ class Store(AbuseQueries):
 
     # --- bounces ----------------------------------------------------------
     def pending_bounces(self, limit: int) -> list[tuple[OutboundSms, InboundEmail | None]]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             rows = session.execute(
                 select(OutboundSms, InboundEmail)
                 .join(InboundEmail, col(OutboundSms.email_id) == col(InboundEmail.id), isouter=True)
@@ -752,7 +756,14 @@ class Store(AbuseQueries):
         )
 
     def claim_mail(self, now: datetime, limit: int, lease_until: datetime) -> list[OutboundMail]:
-        """Take due queued mail under a lease (see :func:`_claim_leased`)."""
+        """Take due queued mail under a lease (see :func:`_claim_leased`).
+
+        Every worker polls this about once a second, and nearly always
+        finds nothing: it looks with a read first, so that an empty poll
+        takes no write turn (see :func:`mailsms.store.db.reader`)."""
+        with self.reads.connect() as connection:
+            if not _any_due(connection, _MAIL_LEASE, now):
+                return []
         with self.engine.begin() as connection:
             claimed, _ = _claim_leased(connection, _MAIL_LEASE, now, limit, lease_until)
         return claimed
@@ -782,7 +793,7 @@ class Store(AbuseQueries):
             session.commit()
 
     def list_mail(self, status: str | None = None, limit: int = 100) -> list[OutboundMail]:
-        with Session(self.engine) as session:
+        with Session(self.reads) as session:
             query = select(OutboundMail).order_by(col(OutboundMail.id).desc())
             if status is not None:
                 query = query.where(col(OutboundMail.status) == status)
@@ -929,6 +940,16 @@ def _claim_leased(
         values.update(known)
         rows.append(instance)
     return rows, flagged.intersection(_id(row.id) for row in rows)
+
+
+def _any_due(connection: Connection, lease: _Lease[_Leased], now: datetime) -> bool:
+    """Whether :func:`_claim_leased` would find a row now: a look that
+    locks nothing (PostgreSQL's claim skips locked rows; this does not
+    need to)."""
+    return any(
+        lease.due.rows(connection, {"l_status": status, "l_now": now, "l_limit": 1})
+        for status in (SmsStatus.QUEUED, SmsStatus.SENDING)
+    )
 
 
 def _first(row: tuple[Any, ...]) -> int:

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -675,6 +676,74 @@ async def test_emails_arriving_while_another_process_writes_join_one_commit(
     assert batches == [6]
     assert len({o.email_id for o in outcomes}) == 6
     assert len(store.list_emails(limit=10)) == 6
+
+
+def test_reads_answer_while_another_worker_holds_the_write_turn(tmp_path: Path) -> None:
+    """SQLite in WAL mode lets readers run beside the writer, so reads take
+    no write turn: the dashboard's and the API's lists, the SMTP dialogue's
+    lookups (the per-phone count at RCPT, an AUTH password, the allow-list
+    reload) and the background pollers that find nothing answer while
+    another worker process commits; a write still waits for its turn."""
+    store = new_store(tmp_path)
+    _queue(store, 3)
+    [sms] = store.list_sms(limit=1)
+    sms_id = _sms_id(sms.id)
+    store.add_sender("a@corp.example", NOW)
+    reads: dict[str, Any] = {
+        "ping": store.ping,
+        "list_sms": store.list_sms,
+        "list_emails": store.list_emails,
+        "sms_events": lambda: store.sms_events(sms_id),
+        "count_by_status": store.count_by_status,
+        "list_senders": store.list_senders,
+        "sender_entries": store.sender_entries,
+        "sender_trust": store.sender_trust,
+        "sender_password_hash": lambda: store.sender_password_hash("a@corp.example"),
+        "counter_value": lambda: store.counter_value("phone-hour", "+14155551212", NOW),
+        "list_numbers": store.list_numbers,
+        "suppression_for": lambda: store.suppression_for("+14155551212"),
+        "suppression_stamp": store.suppression_stamp,
+        "suppressed_phones": store.suppressed_phones,
+        "list_suppressions": store.list_suppressions,
+        "pending_inbound": lambda: store.pending_inbound(10),
+        "list_inbound": store.list_inbound,
+        "pending_bounces": lambda: store.pending_bounces(10),
+        "list_mail": store.list_mail,
+        "claim_mail, nothing due": lambda: store.claim_mail(NOW, 10, NOW + timedelta(minutes=5)),
+    }
+    other = make_engine(f"sqlite:///{tmp_path / 's.db'}")  # another worker's engine
+    holding, done = threading.Event(), threading.Event()
+
+    def other_worker_writes() -> None:
+        with write_turn(other):
+            holding.set()
+            done.wait(30)
+
+    writer = threading.Thread(target=other_worker_writes)
+    writer.start()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        assert holding.wait(10)
+        for name, read in reads.items():
+            try:
+                pool.submit(read).result(timeout=5)
+            except TimeoutError:
+                pytest.fail(f"{name} waited for the other worker's write turn")
+        assert store.count_by_status() == {"queued": 3}
+        write = pool.submit(
+            store.enqueue, [accepted("a@corp.example", "<late@corp.example>", "+14155551212")]
+        )
+        time.sleep(0.3)
+        assert not write.done()  # the write waits for the turn
+        done.set()
+        [outcome] = write.result(timeout=10)
+    finally:
+        done.set()
+        writer.join(10)
+        pool.shutdown(wait=True)
+        other.dispose()
+    assert not outcome.duplicate
+    assert store.count_by_status() == {"queued": 4}
 
 
 async def test_a_failed_write_turn_answers_its_callers_and_the_committer_goes_on(
