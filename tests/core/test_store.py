@@ -620,6 +620,29 @@ def _sms_id(value: int | None) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _another_worker_writing(tmp_path: Path) -> Iterator[threading.Event]:
+    """Another worker process's engine on the store of ``tmp_path`` holds the
+    write turn until the event it yields is set, or the block ends."""
+    other = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with write_turn(other):
+            holding.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        yield release
+    finally:
+        release.set()
+        writer.join(10)
+        other.dispose()
+
+
 async def test_emails_arriving_while_another_process_writes_join_one_commit(
     tmp_path: Path,
 ) -> None:
@@ -638,41 +661,32 @@ async def test_emails_arriving_while_another_process_writes_join_one_commit(
     runner = DbRunner(store)
     committer = GroupCommit(runner)
     committer.start()
-    other = make_engine(f"sqlite:///{tmp_path / 's.db'}")  # another worker's engine
-    holding, done = threading.Event(), threading.Event()
-
-    def other_worker_writes() -> None:
-        with write_turn(other):
-            holding.set()
-            done.wait(10)
-
-    writer = threading.Thread(target=other_worker_writes)
-    writer.start()
     try:
-        assert holding.wait(10)
-        submitted = [
-            asyncio.create_task(
-                committer.enqueue(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
-            )
-            for i in range(3)
-        ]
-        await asyncio.sleep(0.05)  # the first is waiting for the turn
-        submitted += [
-            asyncio.create_task(
-                committer.enqueue(accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212"))
-            )
-            for i in range(3, 6)
-        ]
-        await asyncio.sleep(0.05)
-        assert batches == []  # no batch was formed while the other held the turn
-        done.set()
-        outcomes = await asyncio.wait_for(asyncio.gather(*submitted), 10)
+        with _another_worker_writing(tmp_path) as release:
+            submitted = [
+                asyncio.create_task(
+                    committer.enqueue(
+                        accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212")
+                    )
+                )
+                for i in range(3)
+            ]
+            await asyncio.sleep(0.05)  # the first is waiting for the turn
+            submitted += [
+                asyncio.create_task(
+                    committer.enqueue(
+                        accepted("a@corp.example", f"<{i}@corp.example>", "+14155551212")
+                    )
+                )
+                for i in range(3, 6)
+            ]
+            await asyncio.sleep(0.05)
+            assert batches == []  # no batch was formed while the other held the turn
+            release.set()
+            outcomes = await asyncio.wait_for(asyncio.gather(*submitted), 10)
     finally:
-        done.set()
-        writer.join(10)
         await committer.stop()
         runner.close()
-        other.dispose()
     assert batches == [6]
     assert len({o.email_id for o in outcomes}) == 6
     assert len(store.list_emails(limit=10)) == 6
@@ -711,37 +725,24 @@ def test_reads_answer_while_another_worker_holds_the_write_turn(tmp_path: Path) 
         "list_mail": store.list_mail,
         "claim_mail, nothing due": lambda: store.claim_mail(NOW, 10, NOW + timedelta(minutes=5)),
     }
-    other = make_engine(f"sqlite:///{tmp_path / 's.db'}")  # another worker's engine
-    holding, done = threading.Event(), threading.Event()
-
-    def other_worker_writes() -> None:
-        with write_turn(other):
-            holding.set()
-            done.wait(30)
-
-    writer = threading.Thread(target=other_worker_writes)
-    writer.start()
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        assert holding.wait(10)
-        for name, read in reads.items():
-            try:
-                pool.submit(read).result(timeout=5)
-            except TimeoutError:
-                pytest.fail(f"{name} waited for the other worker's write turn")
-        assert store.count_by_status() == {"queued": 3}
-        write = pool.submit(
-            store.enqueue, [accepted("a@corp.example", "<late@corp.example>", "+14155551212")]
-        )
-        time.sleep(0.3)
-        assert not write.done()  # the write waits for the turn
-        done.set()
-        [outcome] = write.result(timeout=10)
+        with _another_worker_writing(tmp_path) as release:
+            for name, read in reads.items():
+                try:
+                    pool.submit(read).result(timeout=5)
+                except TimeoutError:
+                    pytest.fail(f"{name} waited for the other worker's write turn")
+            assert store.count_by_status() == {"queued": 3}
+            write = pool.submit(
+                store.enqueue, [accepted("a@corp.example", "<late@corp.example>", "+14155551212")]
+            )
+            time.sleep(0.3)
+            assert not write.done()  # the write waits for the turn
+            release.set()
+            [outcome] = write.result(timeout=10)
     finally:
-        done.set()
-        writer.join(10)
         pool.shutdown(wait=True)
-        other.dispose()
     assert not outcome.duplicate
     assert store.count_by_status() == {"queued": 4}
 
