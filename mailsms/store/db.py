@@ -84,7 +84,7 @@ class WriteGate:
         if not connection.get_execution_options().get(_READS_ONLY):
             self.acquire()
 
-    def acquire(self, *_: Any) -> None:
+    def acquire(self) -> None:
         if getattr(self._held, "yes", False):
             return  # this thread's transaction already holds it
         self._thread_lock.acquire()
