@@ -231,6 +231,10 @@ def mailsms_cli(env: dict[str, str], *args: str) -> None:
     )
 
 
+_LISTENING = b"mailsms listening:"
+"""What each gateway worker logs once it serves (mailsms.app)."""
+
+
 class GatewayProcess(Managed):
     """``python -m mailsms serve`` with MAILSMS_* settings; stderr to a file."""
 
@@ -252,11 +256,26 @@ class GatewayProcess(Managed):
         self.log_path = log_path
         try:
             wait_smtp(self.smtp_port, proc=self.proc)
+            self._wait_workers(int(env.get("MAILSMS_WORKERS", "1")))
         except Exception:
             self.stop()
             raise RuntimeError(
                 "gateway did not start: " + log_path.read_text(errors="replace")[-800:]
             ) from None
+
+    def _wait_workers(self, workers: int, timeout: float = 30.0) -> None:
+        """Wait until every worker says it listens.  The first one to answer
+        220 is not enough: the kernel already hands connections to the
+        sockets of the others (SO_REUSEPORT), where they wait until their
+        worker has started, and a run measured from there counts 0.1-0.3 s
+        of a worker's start-up, CPU included."""
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_bytes().count(_LISTENING) < workers:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not all {workers} workers listened within {timeout:g}s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         super().stop()
