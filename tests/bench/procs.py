@@ -267,7 +267,7 @@ class GatewayProcess(Managed):
         """Wait until every worker says it listens.  The first one to answer
         220 is not enough: the kernel already hands connections to the
         sockets of the others (SO_REUSEPORT), where they wait until their
-        worker has started, and a run measured from there counts 0.1-0.3 s
+        worker has started, and a run measured from there counts about 0.1 s
         of a worker's start-up, CPU included."""
         deadline = time.monotonic() + timeout
         while self.log_path.read_bytes().count(_LISTENING) < workers:
